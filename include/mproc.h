@@ -1,0 +1,198 @@
+/*
+ * mproc: Python's multiprocessing for C.
+ *
+ * Every call that can fail returns int: 0 on success or a negative MPROC_E*
+ * code. mproc_strerror() names the code; mproc_last_error() gives the detailed
+ * message of the last failure on the calling thread (with the OS error text
+ * behind an MPROC_ESYS). Timeouts are double seconds: MPROC_FOREVER (any
+ * negative value) blocks, 0 does not block.
+ *
+ * mproc_init(&argc, &argv) must be the first line of main(): in a child started
+ * with the spawn method it runs the child's work and never returns.
+ */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mproc/export.h"
+#include "mproc/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+/* X(name, message): one table yields the enum, mproc_strerror and mproc_err_name. */
+#define MPROC_ERRNO_MAP(X)                                                                 \
+  X(ESYS, "operating system error")                                                        \
+  X(EINVAL, "invalid argument")                                                            \
+  X(ENOMEM, "out of memory")                                                               \
+  X(ENOTINIT, "mproc_init() has not been called")                                          \
+  X(ENOTFOUND, "function cannot be resolved in a child process")                          \
+  X(EMSGSIZE, "message too large")                                                         \
+  X(EOF, "end of file: the peer closed the connection")                                    \
+  X(ETIMEDOUT, "timed out")                                                                \
+  X(ECLOSED, "object is closed")                                                           \
+  X(ESTATE, "operation not valid in the object's current state")                           \
+  X(EFULL, "queue is full")                                                                \
+  X(EEMPTY, "queue is empty")                                                              \
+  X(EWORKER, "worker process died")                                                        \
+  X(ENOTSUP, "operation not supported on this platform")                                  \
+  X(EPROTO, "protocol error: malformed data on the connection")                            \
+  X(EFAILED, "the task reported a failure")                                                \
+  X(ECANCELED, "operation canceled")
+
+/* Position of each code in the table; the codes are -1 - position. */
+enum mproc__err_index {
+#define MPROC__ERR_INDEX(name, msg) MPROC__ERRIDX_##name,
+  MPROC_ERRNO_MAP(MPROC__ERR_INDEX)
+#undef MPROC__ERR_INDEX
+  MPROC__ERRIDX_COUNT
+};
+
+typedef enum mproc_errno {
+  MPROC_OK = 0,
+#define MPROC__ERR_CODE(name, msg) MPROC_##name = -1 - MPROC__ERRIDX_##name,
+  MPROC_ERRNO_MAP(MPROC__ERR_CODE)
+#undef MPROC__ERR_CODE
+} mproc_errno;
+
+/* "invalid argument" for MPROC_EINVAL; "unknown error" for a value outside the table. */
+MPROC_EXTERN const char *mproc_strerror(int err);
+/* "MPROC_EINVAL" for MPROC_EINVAL; "MPROC_UNKNOWN" for a value outside the table. */
+MPROC_EXTERN const char *mproc_err_name(int err);
+/* The detailed message of the last failing call on this thread ("" if none). For
+ * MPROC_ESYS it ends with the OS error's text. The string stays valid until the next
+ * mproc call on this thread. */
+MPROC_EXTERN const char *mproc_last_error(void);
+/* The OS error (errno, or GetLastError() on Windows) behind the last MPROC_ESYS on
+ * this thread, 0 if the last failure had none. */
+MPROC_EXTERN int mproc_last_oserror(void);
+
+/* ----------------------------------------------------------------- runtime */
+
+#define MPROC_FOREVER (-1.0)
+
+MPROC_EXTERN unsigned mproc_version(void);           /* MPROC_VERSION_HEX of the library */
+MPROC_EXTERN const char *mproc_version_string(void); /* "0.1.0" */
+
+/* First line of main(). In the parent it returns 0 (or an error); in a child
+ * started with the spawn method it runs the child's function and exits. */
+MPROC_EXTERN int mproc_init(int *argc, char ***argv);
+
+typedef enum {
+  MPROC_START_DEFAULT = 0, /* the process-wide default: fork on POSIX, spawn on Windows */
+  MPROC_START_FORK = 1,    /* the child is a copy of the parent (POSIX only) */
+  MPROC_START_SPAWN = 2    /* the child re-executes the program and runs the function */
+} mproc_start_method;
+
+/* Sets the process-wide default start method (Python's set_start_method).
+ * MPROC_ENOTSUP for fork where there is none. */
+MPROC_EXTERN int mproc_set_start_method(mproc_start_method method);
+MPROC_EXTERN mproc_start_method mproc_get_start_method(void);
+/* Number of CPUs usable by this process. */
+MPROC_EXTERN int mproc_cpu_count(void);
+
+/* What a function running in a child sees. */
+typedef struct mproc_ctx mproc_ctx;
+/* A function run in a child. Its return value is the process's exit code for a
+ * Process (0-255 reach the parent on POSIX). arg/len are a copy of the bytes given
+ * at start. */
+typedef int (*mproc_fn)(mproc_ctx *ctx, const void *arg, size_t len);
+
+/* The i-th object of the share list this child was started with (the same handle
+ * type as in the parent: mproc_conn *, ...), NULL if i is out of range. */
+MPROC_EXTERN void *mproc_shared(mproc_ctx *ctx, size_t i);
+MPROC_EXTERN size_t mproc_shared_count(const mproc_ctx *ctx);
+/* The name of the process this function runs in. */
+MPROC_EXTERN const char *mproc_ctx_name(const mproc_ctx *ctx);
+/* The task's result, copied (pool tasks). A Process has no result channel:
+ * MPROC_ESTATE there; send results over a Pipe or Queue. */
+MPROC_EXTERN int mproc_return(mproc_ctx *ctx, const void *data, size_t len);
+/* The task's error with a message (pool tasks); in a Process the message is
+ * written to stderr. Returns MPROC_EFAILED so that `return mproc_fail(...)` works. */
+MPROC_EXTERN int mproc_fail(mproc_ctx *ctx, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* --------------------------------------------------------------- Process */
+
+typedef struct mproc_process mproc_process;
+
+typedef struct mproc_process_opts {
+  mproc_start_method start_method; /* 0: the process-wide default */
+  const char *name;                /* NULL: "Process-N" */
+  bool daemon;                     /* terminated when the parent frees it or exits */
+  void *const *share;              /* objects handed to the child (mproc_conn *, ...) */
+  size_t nshare;
+} mproc_process_opts;
+
+/* Starts target(ctx, copy of arg[0..len)) in a new process. */
+MPROC_EXTERN int mproc_process_start(mproc_process **p, mproc_fn target, const void *arg,
+                                     size_t len, const mproc_process_opts *opts);
+/* Waits for the process to exit: 0 when it has, MPROC_ETIMEDOUT otherwise. */
+MPROC_EXTERN int mproc_process_join(mproc_process *p, double timeout);
+/* SIGTERM (TerminateProcess on Windows). Does nothing once the process has exited. */
+MPROC_EXTERN int mproc_process_terminate(mproc_process *p);
+/* SIGKILL. Does nothing once the process has exited. */
+MPROC_EXTERN int mproc_process_kill(mproc_process *p);
+/* The exit code once the process has exited: the function's return value or exit()
+ * status, -N when killed by signal N. MPROC_ESTATE while it is still running. */
+MPROC_EXTERN int mproc_process_exitcode(mproc_process *p, int *code);
+MPROC_EXTERN bool mproc_process_is_alive(mproc_process *p);
+MPROC_EXTERN long mproc_process_pid(const mproc_process *p);
+MPROC_EXTERN const char *mproc_process_name(const mproc_process *p);
+MPROC_EXTERN bool mproc_process_daemon(const mproc_process *p);
+/* Frees the handle (NULL is fine). A daemon still running is terminated and reaped;
+ * a non-daemon one is left running and reaped later (at the latest when the parent
+ * exits, which waits for it as Python does). */
+MPROC_EXTERN void mproc_process_free(mproc_process *p);
+
+/* ------------------------------------------------------- Pipe / Connection */
+
+typedef struct mproc_conn mproc_conn;
+
+/* Python's Pipe(duplex). Duplex: both ends send and receive. Simplex: a receives,
+ * b sends; the wrong direction is MPROC_EINVAL. */
+MPROC_EXTERN int mproc_pipe(mproc_conn **a, mproc_conn **b, bool duplex);
+/* send_bytes: the message is written whole (0 bytes to more than 4 GiB). */
+MPROC_EXTERN int mproc_conn_send(mproc_conn *c, const void *data, size_t len);
+/* recv_bytes: *data is malloc()ed (free() it; never NULL on success, even for 0
+ * bytes). maxlen 0 means no limit; a longer message gives MPROC_EMSGSIZE and stays
+ * readable. MPROC_EOF once the peer closed and nothing is left. */
+MPROC_EXTERN int mproc_conn_recv(mproc_conn *c, void **data, size_t *len, size_t maxlen);
+/* recv_bytes_into: the message into buf. If it does not fit, MPROC_EMSGSIZE, *len
+ * tells its size, and the message stays readable. */
+MPROC_EXTERN int mproc_conn_recv_into(mproc_conn *c, void *buf, size_t cap, size_t *len);
+/* 1 when a message (or EOF) can be received without blocking, 0 when the timeout
+ * passed first, negative on error. */
+MPROC_EXTERN int mproc_conn_poll(mproc_conn *c, double timeout);
+/* multiprocessing.connection.wait: waits until at least one of conns is ready (or the
+ * timeout passes). ready (capacity n) receives the indices of the ready ones, *nready
+ * their count (0 on timeout). No limit on n. */
+MPROC_EXTERN int mproc_wait(mproc_conn *const *conns, size_t n, double timeout, size_t *ready,
+                            size_t *nready);
+/* Refuses received frames larger than max with MPROC_EMSGSIZE (the frame is
+ * discarded and the stream stays in step). 0: no limit (the default). */
+MPROC_EXTERN int mproc_conn_set_max_message(mproc_conn *c, size_t max);
+MPROC_EXTERN bool mproc_conn_readable(const mproc_conn *c);
+MPROC_EXTERN bool mproc_conn_writable(const mproc_conn *c);
+/* The OS descriptor (a file descriptor, or a HANDLE on Windows); -1 when closed. */
+MPROC_EXTERN intptr_t mproc_conn_fileno(const mproc_conn *c);
+/* Closes the descriptor; later calls give MPROC_ECLOSED. The handle stays valid
+ * until mproc_conn_free. */
+MPROC_EXTERN int mproc_conn_close(mproc_conn *c);
+/* Closes (if open) and frees; NULL is fine. */
+MPROC_EXTERN void mproc_conn_free(mproc_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MPROC_H */

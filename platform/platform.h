@@ -1,0 +1,104 @@
+/*
+ * The platform seam: the few OS operations the portable core needs. Each OS
+ * directory (platform/posix, platform/win32) implements all of it; the core never
+ * sees an OS type. Every function returns 0 or a negative MPROC_E* code and, on
+ * failure, has recorded the detail with mproc__error_*().
+ */
+#ifndef MPROC_PLATFORM_H
+#define MPROC_PLATFORM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mproc.h"
+
+#if defined(_MSC_VER)
+#define MPROC__THREAD_LOCAL __declspec(thread)
+#else
+#define MPROC__THREAD_LOCAL _Thread_local
+#endif
+
+/* An OS descriptor: a file descriptor on POSIX, a HANDLE (as intptr_t) on Windows. */
+typedef intptr_t mproc__fd;
+#define MPROC__FD_INVALID ((mproc__fd)-1)
+
+/* ---------------------------------------------------------------- I/O */
+
+/* A pipe pair, both ends non-inheritable. Duplex: fds[0] and fds[1] both read and
+ * write. Simplex: fds[0] reads, fds[1] writes. */
+int mproc__os_pipe(mproc__fd fds[2], bool duplex);
+/* Reads up to len bytes (retrying interruptions): *got is 0 only at end of file. */
+int mproc__os_read(mproc__fd fd, void *buf, size_t len, size_t *got);
+/* Writes all of head[0..hlen) then body[0..blen) (a frame header and its payload),
+ * retrying interruptions and short writes. duplex tells which kind of pair the end
+ * came from. A closed peer gives MPROC_EOF and never raises SIGPIPE. */
+int mproc__os_write2(mproc__fd fd, bool duplex, const void *head, size_t hlen, const void *body,
+                     size_t blen);
+/* Waits until one of fds is readable (or at end of file / hung up). ready[i] is set
+ * to 1 for each ready one; *nready counts them (0 on timeout). timeout < 0 blocks. */
+int mproc__os_poll_read(const mproc__fd *fds, size_t n, double timeout, unsigned char *ready,
+                        size_t *nready);
+/* Closes once; never retried (a retried close may close someone else's descriptor). */
+void mproc__os_close(mproc__fd fd);
+/* Makes fd inheritable by (inherit) or private to (!inherit) started programs. */
+int mproc__os_set_inherit(mproc__fd fd, bool inherit);
+
+/* ---------------------------------------------------------- processes */
+
+typedef struct mproc__os_proc {
+  long pid;
+  mproc__fd waitfd; /* readable when the process exits (pidfd, or process HANDLE) */
+  bool reaped;
+  int exitcode; /* valid once reaped: exit status, or -signal */
+} mproc__os_proc;
+
+/* What a starting child must hold: its descriptors and whether it dies with us. */
+typedef struct mproc__os_start {
+  const mproc__fd *keep; /* descriptors the child keeps (fork) or receives (spawn) */
+  size_t nkeep;
+  mproc__fd lifeline; /* one of keep[]: the read end the child watches for the
+                         parent's death, or invalid */
+} mproc__os_start;
+
+/* Forks. Returns 1 in the child (with every descriptor but 0-2 and start->keep
+ * closed, and set to die with its parent), 0 in the parent with *proc filled in. */
+int mproc__os_fork(mproc__os_proc *proc, const mproc__os_start *start);
+/* Starts exe as "argv0 MPROC__SPAWN_FLAG <child value of keep[0]>";
+ * start->keep[i] becomes descriptor (or handle) child_fds[i] in the child, written by
+ * this call. */
+int mproc__os_spawn(mproc__os_proc *proc, const char *exe, const char *argv0,
+                    const mproc__os_start *start, mproc__fd *child_fds);
+/* Waits up to timeout for the process to exit and reaps it: 0 when reaped,
+ * MPROC_ETIMEDOUT otherwise. */
+int mproc__os_proc_wait(mproc__os_proc *proc, double timeout);
+/* force: SIGKILL / TerminateProcess; otherwise SIGTERM. No-op once reaped. */
+int mproc__os_proc_signal(mproc__os_proc *proc, bool force);
+/* Releases what proc holds (its wait descriptor); does not wait. */
+void mproc__os_proc_release(mproc__os_proc *proc);
+long mproc__os_getpid(void);
+
+/* In a spawned child: keep only 0-2 and keep[] open, mark keep[] private again, and
+ * arrange to die with the parent (whose pid is parent_pid, watching lifeline). */
+int mproc__os_child_setup(const mproc__fd *keep, size_t nkeep, long parent_pid,
+                          mproc__fd lifeline);
+/* Flushes stdio and exits the process immediately (no atexit handlers). */
+void mproc__os_exit(int code);
+
+/* -------------------------------------------------------------- images */
+
+/* The running executable's path (malloc()ed). argv0 is a fallback. */
+int mproc__os_exe_path(const char *argv0, char **path);
+/* Snapshot of the modules loaded at start-up: only those are sure to be in a spawned
+ * child. Called once by mproc_init. */
+int mproc__os_modules_snapshot(void);
+/* A code address as (module, offset). module is "" for the main executable,
+ * otherwise the module's path; *module is malloc()ed. MPROC_ENOTFOUND when the
+ * address is in no module a spawned child will have. */
+int mproc__os_addr_to_ref(const void *addr, char **module, uint64_t *offset);
+/* The address (module, offset) names in this process; MPROC_ENOTFOUND if none. */
+int mproc__os_ref_to_addr(const char *module, uint64_t offset, void **addr);
+
+int mproc__os_cpu_count(void);
+
+#endif /* MPROC_PLATFORM_H */

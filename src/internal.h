@@ -1,0 +1,133 @@
+/* Declarations shared by the portable core (src/). Not installed. */
+#ifndef MPROC_INTERNAL_H
+#define MPROC_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mproc.h"
+#include "platform.h"
+
+/* ------------------------------------------------------------- errors */
+
+/* Records code with a formatted message as this thread's last error; returns code. */
+int mproc__error(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* The same for an OS error: MPROC_ESYS (or MPROC_ENOMEM) keeping oserr, with the OS
+ * text appended to the message. Used by platform/. */
+int mproc__error_os(int oserr, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* The text of an OS error (strerror / FormatMessage), in buf. */
+const char *mproc__os_strerror(int oserr, char *buf, size_t cap);
+
+/* ------------------------------------------------------------ runtime */
+
+/* MPROC_ENOTINIT (with a message naming fn) until mproc_init ran. */
+int mproc__check_init(const char *fn);
+mproc_start_method mproc__resolve_start(mproc_start_method m);
+/* The absolute deadline for a timeout (seconds, < 0: none), in microseconds of
+ * apr_time_now(); and the time left until it (< 0: forever). */
+int64_t mproc__deadline(double timeout);
+double mproc__remaining(int64_t deadline);
+
+/* ------------------------------------------------------ wire encoding */
+
+/* A growable byte buffer used to encode the spawn bootstrap and object state. */
+typedef struct mproc__buf {
+  unsigned char *data;
+  size_t len, cap;
+  int err; /* first error (MPROC_ENOMEM), so callers check once at the end */
+} mproc__buf;
+
+void mproc__buf_put(mproc__buf *b, const void *data, size_t len);
+void mproc__buf_put_u64(mproc__buf *b, uint64_t v);
+void mproc__buf_put_bytes(mproc__buf *b, const void *data, size_t len); /* length + data */
+void mproc__buf_put_str(mproc__buf *b, const char *s);                  /* NULL allowed */
+void mproc__buf_free(mproc__buf *b);
+
+/* A reader over received bytes; any overrun sets err to MPROC_EPROTO. */
+typedef struct mproc__rd {
+  const unsigned char *p, *end;
+  int err;
+} mproc__rd;
+
+uint64_t mproc__rd_u64(mproc__rd *r);
+const void *mproc__rd_bytes(mproc__rd *r, size_t *len); /* points into the buffer */
+char *mproc__rd_str(mproc__rd *r);                       /* malloc()ed, NULL for NULL */
+
+/* -------------------------------------------------------- share list */
+
+/* Every shareable handle starts with this header, so a share list of void * can
+ * be checked and handed over. */
+#define MPROC__MAGIC 0x6d70726fu /* "mpro" */
+
+typedef enum { MPROC__KIND_CONN = 1 } mproc__kind;
+
+typedef struct mproc__obj {
+  uint32_t magic;
+  uint32_t kind;
+} mproc__obj;
+
+/* What each shareable kind provides to cross a spawn. */
+typedef struct mproc__kind_ops {
+  const char *name;
+  /* The descriptors the child must hold for obj (at most MPROC__MAX_OBJ_FDS). */
+  size_t (*fds)(const void *obj, mproc__fd *fds);
+  /* The object's state, apart from its descriptors. */
+  void (*encode)(const void *obj, mproc__buf *b);
+  /* Rebuilds the object in the child from its state and its descriptors. */
+  int (*decode)(mproc__rd *r, const mproc__fd *fds, size_t nfds, void **obj);
+} mproc__kind_ops;
+
+#define MPROC__MAX_OBJ_FDS 8
+
+/* The ops of a share-list entry; MPROC_EINVAL (naming index i) if it is not a live
+ * mproc handle. */
+int mproc__share_ops(const void *obj, size_t i, const mproc__kind_ops **ops);
+
+/* The ops of a kind number; NULL for an unknown one. */
+const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind);
+
+extern const mproc__kind_ops mproc__conn_ops;
+
+/* A connection over an existing descriptor (the spawn bootstrap's pipe). */
+int mproc__conn_wrap(mproc_conn **c, mproc__fd fd, bool readable, bool writable, bool duplex);
+
+/* ---------------------------------------------------------- children */
+
+struct mproc_ctx {
+  void **shared;
+  size_t nshared;
+  char *name;
+  bool is_task; /* a pool task with a result channel (not a plain Process) */
+};
+
+/* Runs in a spawned child: reads the bootstrap from fd, runs the function, exits. */
+void mproc__spawn_child_main(mproc__fd boot);
+
+/* argv[1] of a spawned child; argv[2] is the descriptor its bootstrap arrives on. */
+#define MPROC__SPAWN_FLAG "--mproc-spawn-child"
+
+/* The running executable (what spawn starts) and the argv[0] it was given. */
+extern char *mproc__exe;
+extern const char *mproc__argv0;
+
+/* Process bookkeeping the runtime drives: at exit (join non-daemon children,
+ * terminate daemon ones) and in a fork child (forget the parent's children). */
+void mproc__processes_at_exit(void);
+void mproc__processes_after_fork(void);
+/* Resets per-process runtime state in a new fork child. */
+void mproc__after_fork_child(void);
+/* The read end of this process's lifeline (created on first use): children watch it
+ * to exit when this process is gone. */
+int mproc__lifeline(mproc__fd *read_end);
+
+#endif /* MPROC_INTERNAL_H */

@@ -1,0 +1,114 @@
+/* Start-up (mproc_init), the start-method default, timeouts, and the lifeline. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_atomic.h>
+#include <apr_general.h>
+#include <apr_time.h>
+
+#include "internal.h"
+
+char *mproc__exe;
+const char *mproc__argv0;
+
+static bool initialized;
+static long init_pid;
+static mproc_start_method default_method;
+/* This process's lifeline; the write end never leaves it. */
+static mproc__fd lifeline[2] = {MPROC__FD_INVALID, MPROC__FD_INVALID};
+static long lifeline_pid;
+
+static void at_exit(void) {
+  /* A forked child that calls exit() inherits this handler; its parent's children
+   * are not its business. */
+  if (mproc__os_getpid() != init_pid)
+    return;
+  mproc__processes_at_exit();
+}
+
+int mproc_init(int *argc, char ***argv) {
+  apr_status_t st;
+  int r;
+
+  if (argc == NULL || argv == NULL || *argv == NULL)
+    return mproc__error(MPROC_EINVAL, "mproc_init: pass &argc and &argv from main()");
+  if (initialized && init_pid == mproc__os_getpid())
+    return 0;
+  if ((st = apr_initialize()) != APR_SUCCESS)
+    return mproc__error(MPROC_ESYS, "apr_initialize() failed (APR status %d)", st);
+  if (*argc >= 3 && strcmp((*argv)[1], MPROC__SPAWN_FLAG) == 0) {
+    char *end;
+    long fd = strtol((*argv)[2], &end, 10);
+    if (*end != '\0' || fd < 0)
+      return mproc__error(MPROC_EINVAL, "mproc_init: malformed spawn child arguments");
+    mproc__argv0 = (*argv)[0];
+    mproc__spawn_child_main((mproc__fd)fd); /* does not return */
+  }
+  mproc__argv0 = (*argv)[0];
+  if ((r = mproc__os_exe_path(mproc__argv0, &mproc__exe)) != 0)
+    return r;
+  if ((r = mproc__os_modules_snapshot()) != 0)
+    return r;
+  init_pid = mproc__os_getpid();
+  if (!initialized && atexit(at_exit) != 0)
+    return mproc__error(MPROC_ESYS, "atexit() failed");
+  initialized = true;
+  return 0;
+}
+
+int mproc__check_init(const char *fn) {
+  if (!initialized)
+    return mproc__error(MPROC_ENOTINIT, "%s: call mproc_init(&argc, &argv) first in main()", fn);
+  return 0;
+}
+
+int mproc_set_start_method(mproc_start_method method) {
+  if (method != MPROC_START_DEFAULT && method != MPROC_START_FORK && method != MPROC_START_SPAWN)
+    return mproc__error(MPROC_EINVAL, "mproc_set_start_method: unknown method %d", (int)method);
+  default_method = method;
+  return 0;
+}
+
+mproc_start_method mproc_get_start_method(void) { return mproc__resolve_start(default_method); }
+
+mproc_start_method mproc__resolve_start(mproc_start_method m) {
+  if (m == MPROC_START_DEFAULT)
+    m = default_method;
+  return m == MPROC_START_DEFAULT ? MPROC_START_FORK : m;
+}
+
+int mproc_cpu_count(void) { return mproc__os_cpu_count(); }
+
+int64_t mproc__deadline(double timeout) {
+  if (timeout < 0)
+    return -1;
+  return (int64_t)apr_time_now() + (int64_t)(timeout * 1e6);
+}
+
+double mproc__remaining(int64_t deadline) {
+  int64_t left;
+  if (deadline < 0)
+    return -1;
+  left = deadline - (int64_t)apr_time_now();
+  return left > 0 ? (double)left / 1e6 : 0;
+}
+
+int mproc__lifeline(mproc__fd *read_end) {
+  /* A forked child inherits the variables but not the descriptors (they were
+   * closed), so the lifeline belongs to the process that made it. */
+  if (lifeline_pid != mproc__os_getpid()) {
+    int r = mproc__os_pipe(lifeline, false);
+    if (r != 0)
+      return r;
+    lifeline_pid = mproc__os_getpid();
+  }
+  *read_end = lifeline[0];
+  return 0;
+}
+
+void mproc__after_fork_child(void) {
+  lifeline[0] = lifeline[1] = MPROC__FD_INVALID;
+  lifeline_pid = 0;
+  init_pid = mproc__os_getpid();
+  mproc__processes_after_fork();
+}
