@@ -78,10 +78,15 @@ int mproc__os_proc_signal(mproc__os_proc *proc, bool force);
 void mproc__os_proc_release(mproc__os_proc *proc);
 long mproc__os_getpid(void);
 
+/* Whether a child started now by this thread can rely on the OS to end it when
+ * this process ends (Linux's parent-death signal is tied to the creating thread,
+ * so only the main thread qualifies); otherwise it watches the lifeline. */
+bool mproc__os_death_signal_usable(void);
 /* In a spawned child: keep only 0-2 and keep[] open, mark keep[] private again, and
- * arrange to die with the parent (whose pid is parent_pid, watching lifeline). */
+ * arrange to die with the parent (whose pid is parent_pid): by the death signal if
+ * use_signal (closing lifeline), else by watching lifeline. */
 int mproc__os_child_setup(const mproc__fd *keep, size_t nkeep, long parent_pid,
-                          mproc__fd lifeline);
+                          mproc__fd lifeline, bool use_signal);
 /* Flushes stdio and exits the process immediately (no atexit handlers). */
 void mproc__os_exit(int code);
 
@@ -100,5 +105,37 @@ int mproc__os_addr_to_ref(const void *addr, char **module, uint64_t *offset);
 int mproc__os_ref_to_addr(const char *module, uint64_t offset, void **addr);
 
 int mproc__os_cpu_count(void);
+
+/* ----------------------------------------- shared memory and waiting */
+
+/* An anonymous shared memory object of size bytes, as a non-inheritable
+ * descriptor that can cross a spawn (memfd, or an unlinked shm_open object). */
+int mproc__os_shm_create(size_t size, mproc__fd *fd);
+/* A named one (Python's SharedMemory): create (exclusive) or attach; *size is the
+ * size of an attached one. */
+int mproc__os_shm_open(const char *name, bool create, size_t *size, mproc__fd *fd);
+int mproc__os_shm_unlink(const char *name);
+int mproc__os_shm_map(mproc__fd fd, size_t size, void **addr);
+void mproc__os_shm_unmap(void *addr, size_t size);
+
+/* A mutex that lives in shared memory, usable by every process mapping it, and
+ * robust: when its owner dies, the next locker gets it with *recovered set. */
+typedef struct mproc__os_mutex {
+  _Alignas(16) unsigned char opaque[64];
+} mproc__os_mutex;
+
+int mproc__os_mutex_init(mproc__os_mutex *m);
+/* deadline as from mproc__deadline (< 0: none). 0, or MPROC_ETIMEDOUT. */
+int mproc__os_mutex_lock(mproc__os_mutex *m, int64_t deadline, bool *recovered);
+/* Like lock, but never blocks: MPROC_ETIMEDOUT when held by someone else. */
+int mproc__os_mutex_trylock(mproc__os_mutex *m, bool *recovered);
+void mproc__os_mutex_unlock(mproc__os_mutex *m);
+
+/* Waiting on a 32-bit word in shared memory (a futex): returns at once unless
+ * *word == expected; otherwise sleeps until woken, the deadline passes
+ * (MPROC_ETIMEDOUT) or spuriously (0). Callers loop on their own condition. */
+int mproc__os_word_wait(uint32_t *word, uint32_t expected, int64_t deadline);
+/* Wakes up to n waiters on word (n < 0: all). */
+void mproc__os_word_wake(uint32_t *word, int n);
 
 #endif /* MPROC_PLATFORM_H */

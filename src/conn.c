@@ -266,8 +266,8 @@ int mproc_wait(mproc_conn *const *conns, size_t n, double timeout, size_t *ready
     early |= ready_in_memory(conns[i]);
   }
   *nready = 0;
-  fds = malloc((n ? n : 1) * sizeof *fds);
-  flags = malloc(n ? n : 1);
+  fds = calloc(n ? n : 1, sizeof *fds);
+  flags = calloc(n ? n : 1, 1);
   if (fds == NULL || flags == NULL) {
     r = mproc__error(MPROC_ENOMEM, "mproc_wait: cannot allocate for %zu connections", n);
     goto out;
@@ -344,7 +344,7 @@ static int conn_decode(mproc__rd *rd, const mproc__fd *fds, size_t nfds, void **
   uint64_t bits = mproc__rd_u64(rd);
   uint64_t pending = mproc__rd_u64(rd);
   uint64_t max = mproc__rd_u64(rd);
-  mproc_conn *c;
+  mproc_conn *c = NULL;
   int r;
 
   if (rd->err || nfds != 1)

@@ -72,7 +72,7 @@ int mproc__error_os(int oserr, const char *fmt, ...) {
   record(code, oserr, fmt, ap);
   va_end(ap);
   n = strlen(last_message);
-  snprintf(last_message + n, sizeof last_message - n, ": %s (OS error %d)",
-           mproc__os_strerror(oserr, text, sizeof text), oserr);
+  snprintf(last_message + n, sizeof last_message - n, " (OS error %d): %s", oserr,
+           mproc__os_strerror(oserr, text, sizeof text));
   return code;
 }

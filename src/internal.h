@@ -69,7 +69,7 @@ char *mproc__rd_str(mproc__rd *r);                       /* malloc()ed, NULL for
  * be checked and handed over. */
 #define MPROC__MAGIC 0x6d70726fu /* "mpro" */
 
-typedef enum { MPROC__KIND_CONN = 1 } mproc__kind;
+typedef enum { MPROC__KIND_CONN = 1, MPROC__KIND_QUEUE = 2 } mproc__kind;
 
 typedef struct mproc__obj {
   uint32_t magic;
@@ -97,6 +97,7 @@ int mproc__share_ops(const void *obj, size_t i, const mproc__kind_ops **ops);
 const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind);
 
 extern const mproc__kind_ops mproc__conn_ops;
+extern const mproc__kind_ops mproc__queue_ops;
 
 /* A connection over an existing descriptor (the spawn bootstrap's pipe). */
 int mproc__conn_wrap(mproc_conn **c, mproc__fd fd, bool readable, bool writable, bool duplex);
@@ -124,6 +125,9 @@ extern const char *mproc__argv0;
  * terminate daemon ones) and in a fork child (forget the parent's children). */
 void mproc__processes_at_exit(void);
 void mproc__processes_after_fork(void);
+/* Ends a child process once its function returned: joins its own non-daemon
+ * children and terminates its daemon ones, then exits without atexit handlers. */
+void mproc__child_exit(int code);
 /* Resets per-process runtime state in a new fork child. */
 void mproc__after_fork_child(void);
 /* The read end of this process's lifeline (created on first use): children watch it

@@ -180,7 +180,7 @@ static int run_forked_child(mproc_fn target, const void *arg, size_t len,
   ctx.shared = (void **)o->share;
   ctx.nshared = o->nshare;
   ctx.name = (char *)name;
-  mproc__os_exit(exit_status(target(&ctx, arg, len)));
+  mproc__child_exit(exit_status(target(&ctx, arg, len)));
   return 0;
 }
 
@@ -203,6 +203,7 @@ static int send_bootstrap(mproc__fd boot_w, mproc_fn target, const void *arg, si
   mproc__buf_put_str(&b, name);
   mproc__buf_put_u64(&b, (uint64_t)mproc__os_getpid());
   mproc__buf_put_u64(&b, (uint64_t)child_fds[1]); /* the lifeline */
+  mproc__buf_put_u64(&b, mproc__os_death_signal_usable());
   mproc__buf_put_u64(&b, o->nshare);
   for (size_t i = 0; i < o->nshare; i++) {
     const mproc__kind_ops *ops;
@@ -371,6 +372,7 @@ void mproc__spawn_child_main(mproc__fd boot) {
   mproc__fd *keep = NULL;
   char *module;
   uint64_t offset, parent, life, n;
+  bool use_signal;
   const void *arg;
   size_t arglen;
   void *fn;
@@ -392,6 +394,7 @@ void mproc__spawn_child_main(mproc__fd boot) {
   ctx.name = mproc__rd_str(&rd);
   parent = mproc__rd_u64(&rd);
   life = mproc__rd_u64(&rd);
+  use_signal = mproc__rd_u64(&rd) != 0;
   n = mproc__rd_u64(&rd);
   if (rd.err || module == NULL || n > (uint64_t)(rd.end - rd.p))
     child_die("malformed bootstrap", 0);
@@ -422,13 +425,14 @@ void mproc__spawn_child_main(mproc__fd boot) {
     if ((r = ops->decode(&state, fds, (size_t)nf, &ctx.shared[i])) != 0)
       child_die("cannot rebuild a shared object", r);
   }
-  if ((r = mproc__os_child_setup(keep, nfds_total, (long)parent, (mproc__fd)life)) != 0)
+  if ((r = mproc__os_child_setup(keep, nfds_total, (long)parent, (mproc__fd)life,
+                                  use_signal)) != 0)
     child_die("cannot set up the child", r);
   free(keep);
   if ((r = mproc__os_ref_to_addr(module, offset, &fn)) != 0)
     child_die("cannot find the function", r);
   free(module);
-  mproc__os_exit(exit_status(((mproc_fn)(uintptr_t)fn)(&ctx, arg, arglen)));
+  mproc__child_exit(exit_status(((mproc_fn)(uintptr_t)fn)(&ctx, arg, arglen)));
 }
 
 /* ---------------------------------------------------------- control */

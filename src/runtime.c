@@ -36,14 +36,6 @@ int mproc_init(int *argc, char ***argv) {
     return 0;
   if ((st = apr_initialize()) != APR_SUCCESS)
     return mproc__error(MPROC_ESYS, "apr_initialize() failed (APR status %d)", st);
-  if (*argc >= 3 && strcmp((*argv)[1], MPROC__SPAWN_FLAG) == 0) {
-    char *end;
-    long fd = strtol((*argv)[2], &end, 10);
-    if (*end != '\0' || fd < 0)
-      return mproc__error(MPROC_EINVAL, "mproc_init: malformed spawn child arguments");
-    mproc__argv0 = (*argv)[0];
-    mproc__spawn_child_main((mproc__fd)fd); /* does not return */
-  }
   mproc__argv0 = (*argv)[0];
   if ((r = mproc__os_exe_path(mproc__argv0, &mproc__exe)) != 0)
     return r;
@@ -53,7 +45,20 @@ int mproc_init(int *argc, char ***argv) {
   if (!initialized && atexit(at_exit) != 0)
     return mproc__error(MPROC_ESYS, "atexit() failed");
   initialized = true;
+  if (*argc >= 3 && strcmp((*argv)[1], MPROC__SPAWN_FLAG) == 0) {
+    char *end;
+    long fd = strtol((*argv)[2], &end, 10);
+    if (*end != '\0' || fd < 0)
+      return mproc__error(MPROC_EINVAL, "mproc_init: malformed spawn child arguments");
+    mproc__spawn_child_main((mproc__fd)fd); /* does not return */
+  }
   return 0;
+}
+
+void mproc__child_exit(int code) {
+  /* As Python's children do: wait for (or end) this child's own children first. */
+  mproc__processes_at_exit();
+  mproc__os_exit(code);
 }
 
 int mproc__check_init(const char *fn) {

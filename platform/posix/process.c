@@ -111,7 +111,7 @@ static int watch_lifeline(mproc__fd lifeline) {
 /* Linux can signal a child when its parent dies, without a thread; but the signal is
  * tied to the thread that created the child, so it only stands in for the lifeline
  * when that thread is the main thread, whose end is the process's end. */
-static bool death_signal_usable(void) {
+bool mproc__os_death_signal_usable(void) {
 #if defined(__linux__) && !defined(MPROC_FORCE_FALLBACKS) && defined(SYS_gettid)
   return syscall(SYS_gettid) == getpid();
 #else
@@ -154,7 +154,7 @@ static int open_waitfd(mproc__os_proc *proc) {
 int mproc__os_fork(mproc__os_proc *proc, const mproc__os_start *start) {
   sigset_t all, old;
   long parent = (long)getpid();
-  bool use_signal = death_signal_usable();
+  bool use_signal = mproc__os_death_signal_usable();
   pid_t pid;
 
   /* Unwritten stdio buffers would otherwise be written twice, once by each process. */
@@ -237,16 +237,14 @@ out:
 }
 
 int mproc__os_child_setup(const mproc__fd *keep, size_t nkeep, long parent_pid,
-                          mproc__fd lifeline) {
+                          mproc__fd lifeline, bool use_signal) {
   close_all_but(keep, nkeep);
   for (size_t i = 0; i < nkeep; i++) {
     int r = mproc__os_set_inherit(keep[i], false);
     if (r != 0)
       return r;
   }
-  /* A spawned child cannot tell whether its parent's creating thread was the main
-   * one, so it relies on the lifeline. */
-  return die_with_parent(parent_pid, false, lifeline);
+  return die_with_parent(parent_pid, use_signal, lifeline);
 }
 
 static int reap(mproc__os_proc *proc, bool block, bool *done) {
