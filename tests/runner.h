@@ -1,0 +1,140 @@
+/* The common main of the test binaries, and helpers they share.
+ *
+ * Each test binary defines test_groups[] and test_ngroups; runner.c holds main(),
+ * which calls mproc_init() first (in a child started with the spawn method that call
+ * runs the child's function and never returns), applies --start=fork|spawn, and runs
+ * the groups. A TEST_LARGE group runs only with --large, and then alone; a TEST_NO_INIT
+ * group only with --no-init, which skips mproc_init() to test what happens without it.
+ *
+ * Functions that run in children must not use cmocka's assertions: under the fork
+ * start method a failed assertion would longjmp into the copy of the runner that the
+ * child inherited and run the rest of the suite there. They report through their exit
+ * code or through a shared connection instead, and call child_enter() first. */
+#ifndef MPROC_TESTS_RUNNER_H
+#define MPROC_TESTS_RUNNER_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+
+#include "mproc.h"
+
+typedef enum test_mode {
+  TEST_NORMAL,  /* the default run */
+  TEST_LARGE,   /* only with --large (messages of several GiB) */
+  TEST_NO_INIT  /* only with --no-init, where main() does not call mproc_init() */
+} test_mode;
+
+typedef struct test_group {
+  const char *name;
+  const struct CMUnitTest *tests;
+  size_t ntests;
+  test_mode mode;
+} test_group;
+
+#define TEST_GROUP(name, tests, mode) {name, tests, sizeof(tests) / sizeof((tests)[0]), mode}
+
+/* A helper role: with --role=NAME the binary runs fn(argc, argv) after mproc_init()
+ * and the runner's options instead of the tests, and exits with what it returns. Tests
+ * start the binary in a role to watch a whole program from outside (its exit, say). */
+typedef struct test_role {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+} test_role;
+
+/* Defined by each test binary (test_roles may be NULL). */
+extern const test_group test_groups[];
+extern const size_t test_ngroups;
+extern const test_role *const test_roles;
+extern const size_t test_nroles;
+
+/* The start method given with --start= (MPROC_START_DEFAULT when none was). */
+extern mproc_start_method test_start_method;
+/* main()'s arguments after mproc_init() and the runner's options. */
+extern int test_argc;
+extern char **test_argv;
+
+/* ---------------------------------------------------------------- data */
+
+/* A position-dependent byte pattern: a shifted or truncated copy never matches. */
+void fill_pattern(void *buf, size_t len, uint32_t seed);
+/* The offset of the first byte that differs from the pattern, or SIZE_MAX if none. */
+size_t check_pattern(const void *buf, size_t len, uint32_t seed);
+/* Allocates len bytes (at least 1) filled with the pattern; fails the test if it cannot. */
+unsigned char *pattern_alloc(size_t len, uint32_t seed);
+
+/* ------------------------------------------------------ descriptors, processes */
+
+/* mproc_pipe(a, b, duplex), failing the test if it fails. */
+void make_pipe(mproc_conn **a, mproc_conn **b, bool duplex);
+
+/* The number of descriptors this process has open. */
+int count_open_fds(void);
+/* The state letter of /proc/<pid>/stat ('R', 'S', 'Z', ...), or 0 when there is none. */
+char proc_state(long pid);
+/* True when pid is no longer a running process (gone, or a zombie nobody reaped). */
+bool pid_gone(long pid);
+/* Polls pid_gone() for up to seconds. */
+bool wait_pid_gone(long pid, double seconds);
+/* Raises RLIMIT_NOFILE's soft limit to at least need (up to the hard limit). */
+bool raise_nofile(rlim_t need);
+void sleep_seconds(double s);
+
+/* Resets the signal handlers cmocka installs (SIGSEGV, ...) to the default, so that a
+ * forked child neither returns into the runner nor hides its crash. */
+void child_enter(void);
+
+/* Starts target with the run's start method (or method, when not DEFAULT), and
+ * records the process so that the test's teardown kills it if the test failed. */
+int tstart(mproc_process **p, mproc_fn target, const void *arg, size_t len, void *const *share,
+           size_t nshare);
+int tstart_opts(mproc_process **p, mproc_fn target, const void *arg, size_t len,
+                const mproc_process_opts *opts);
+/* Records a process started without tstart() (from another thread, say). */
+void tstart_adopt(mproc_process *p);
+/* Joins (up to timeout seconds); kills the process if it is still running then. Returns
+ * what the first join returned. */
+int tjoin(mproc_process *p, double timeout);
+/* Frees p and forgets it. */
+void tfree(mproc_process *p);
+/* The exit code after tjoin(); INT_MIN if there is none. */
+int texitcode(mproc_process *p);
+/* Teardown for every test: kills and frees processes a failed test left behind. */
+int test_teardown(void **state);
+
+/* Runs this test binary with args (NULL-terminated, after argv[0]) in a new process
+ * whose stdout is a pipe; returns its pid and the pipe's read end in *out_fd. */
+long run_self(const char *const *args, int *out_fd);
+/* Reads fd to its end (at most cap - 1 bytes, NUL-terminated), waiting at most seconds
+ * in all; false on a timeout. Closes fd. */
+bool read_to_end(int fd, char *buf, size_t cap, double seconds);
+
+#define T(f) cmocka_unit_test_teardown(f, test_teardown)
+
+/* Asserts that the last mproc error message mentions needle. */
+#define assert_last_error_mentions(needle)                                                     \
+  do {                                                                                       \
+    const char *le_ = mproc_last_error();                                                    \
+    if (le_ == NULL || strstr(le_, (needle)) == NULL)                                        \
+      fail_msg("mproc_last_error() is \"%s\", expected it to mention \"%s\"",               \
+               le_ ? le_ : "(null)", (needle));                                              \
+  } while (0)
+
+/* Asserts an mproc call returned code, printing both names and the detail otherwise. */
+#define assert_mproc(call, code)                                                               \
+  do {                                                                                       \
+    int mr_ = (call);                                                                        \
+    if (mr_ != (code))                                                                       \
+      fail_msg("%s returned %d (%s), expected %s; last error: %s", #call, mr_,              \
+               mproc_err_name(mr_), #code, mproc_last_error());                              \
+  } while (0)
+
+#define assert_ok(call) assert_mproc(call, 0)
+
+#endif /* MPROC_TESTS_RUNNER_H */
