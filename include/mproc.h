@@ -191,6 +191,56 @@ MPROC_EXTERN int mproc_conn_close(mproc_conn *c);
 /* Closes (if open) and frees; NULL is fine. */
 MPROC_EXTERN void mproc_conn_free(mproc_conn *c);
 
+/* ----------------------------------------------------------------- Queue */
+
+/*
+ * Python's Queue, JoinableQueue and SimpleQueue in one type. Messages live in a
+ * ring in shared memory; there is no feeder thread: put returns once the message
+ * is in the queue, so a process may exit right after it and nothing is lost.
+ * Any number of processes put and get; each message is delivered once, whole,
+ * and in order per producer. A process killed inside put or get does not wedge
+ * the queue, and a half-written message is never delivered.
+ *
+ * A message larger than the ring streams through it while other producers wait.
+ * Even an unbounded queue (maxsize 0) holds at most buffer_size bytes at a time:
+ * put waits for room as a pipe's writer does (put_nowait gives MPROC_EFULL).
+ * Once a consumer has begun receiving a message larger than the ring, both the
+ * put and the get run to its end whatever their timeouts.
+ */
+typedef struct mproc_queue mproc_queue;
+
+typedef struct mproc_queue_opts {
+  size_t maxsize;     /* most messages held at once; 0: unbounded */
+  bool joinable;      /* JoinableQueue: task_done and join */
+  size_t max_message; /* larger puts give MPROC_EMSGSIZE; 0: no limit */
+  size_t buffer_size; /* bytes of shared ring (rounded up to a power of 2); 0: 4 MiB */
+} mproc_queue_opts;
+
+MPROC_EXTERN int mproc_queue_create(mproc_queue **q, const mproc_queue_opts *opts);
+/* timeout 0 is put_nowait (MPROC_EFULL when it would wait); a positive timeout
+ * that passes gives MPROC_ETIMEDOUT; MPROC_ECLOSED after close. */
+MPROC_EXTERN int mproc_queue_put(mproc_queue *q, const void *data, size_t len, double timeout);
+/* *data is malloc()ed (free() it). timeout 0 is get_nowait (MPROC_EEMPTY); once
+ * the queue is closed and drained, MPROC_EOF. */
+MPROC_EXTERN int mproc_queue_get(mproc_queue *q, void **data, size_t *len, double timeout);
+/* Into buf: a message larger than cap gives MPROC_EMSGSIZE with *len set, and stays
+ * in the queue. */
+MPROC_EXTERN int mproc_queue_get_into(mproc_queue *q, void *buf, size_t cap, size_t *len,
+                                      double timeout);
+/* Exact number of messages in the queue, on every platform. */
+MPROC_EXTERN size_t mproc_queue_qsize(const mproc_queue *q);
+MPROC_EXTERN bool mproc_queue_empty(const mproc_queue *q);
+MPROC_EXTERN bool mproc_queue_full(const mproc_queue *q);
+/* JoinableQueue: one call per message got; more calls than puts give MPROC_ESTATE. */
+MPROC_EXTERN int mproc_queue_task_done(mproc_queue *q);
+/* Waits until every message put has been marked done: 0 or MPROC_ETIMEDOUT. */
+MPROC_EXTERN int mproc_queue_join(mproc_queue *q, double timeout);
+/* Closes the queue for every process: later puts give MPROC_ECLOSED; gets drain what
+ * is there, then give MPROC_EOF. Blocked callers wake up. */
+MPROC_EXTERN int mproc_queue_close(mproc_queue *q);
+/* Releases this process's handle (NULL is fine); the queue lives on in the others. */
+MPROC_EXTERN void mproc_queue_free(mproc_queue *q);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,6 +4,7 @@
 
 static const mproc__kind_ops *const kinds[] = {
     [MPROC__KIND_CONN] = &mproc__conn_ops,
+    [MPROC__KIND_QUEUE] = &mproc__queue_ops,
 };
 
 const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind) {
