@@ -241,6 +241,71 @@ MPROC_EXTERN int mproc_queue_close(mproc_queue *q);
 /* Releases this process's handle (NULL is fine); the queue lives on in the others. */
 MPROC_EXTERN void mproc_queue_free(mproc_queue *q);
 
+/* -------------------------------------------------------- synchronization */
+
+/*
+ * Lock, RLock, Semaphore, BoundedSemaphore, Event and Condition across processes,
+ * handed to children through the share list like queues. A timeout of 0 tries
+ * once; MPROC_ETIMEDOUT says the wait did not succeed.
+ */
+
+/* Lock (recursive false) and RLock (true). Owned by the thread that acquired it:
+ * only that thread may release it (MPROC_ESTATE otherwise), which is what lets a
+ * process killed while holding it be detected: the next acquirer gets the lock. */
+typedef struct mproc_lock mproc_lock;
+MPROC_EXTERN int mproc_lock_create(mproc_lock **l, bool recursive);
+MPROC_EXTERN int mproc_lock_acquire(mproc_lock *l, double timeout);
+MPROC_EXTERN int mproc_lock_release(mproc_lock *l);
+MPROC_EXTERN void mproc_lock_free(mproc_lock *l);
+
+/* Semaphore (bounded false) and BoundedSemaphore (true: releasing above the
+ * initial value gives MPROC_ESTATE). */
+typedef struct mproc_sem mproc_sem;
+MPROC_EXTERN int mproc_sem_create(mproc_sem **s, unsigned value, bool bounded);
+MPROC_EXTERN int mproc_sem_acquire(mproc_sem *s, double timeout);
+MPROC_EXTERN int mproc_sem_release(mproc_sem *s);
+MPROC_EXTERN int mproc_sem_value(const mproc_sem *s, unsigned *value);
+MPROC_EXTERN void mproc_sem_free(mproc_sem *s);
+
+typedef struct mproc_event mproc_event;
+MPROC_EXTERN int mproc_event_create(mproc_event **e);
+MPROC_EXTERN int mproc_event_set(mproc_event *e);
+MPROC_EXTERN int mproc_event_clear(mproc_event *e);
+MPROC_EXTERN bool mproc_event_is_set(const mproc_event *e);
+/* 0 once the event is set, MPROC_ETIMEDOUT if the timeout passed first. */
+MPROC_EXTERN int mproc_event_wait(mproc_event *e, double timeout);
+MPROC_EXTERN void mproc_event_free(mproc_event *e);
+
+/* Condition over lock (NULL: a new RLock of its own). wait, notify and notify_all
+ * need the lock held (MPROC_ESTATE otherwise). wait returns 0 when notified,
+ * MPROC_ETIMEDOUT when the timeout passed; it holds the lock again either way. */
+typedef struct mproc_cond mproc_cond;
+MPROC_EXTERN int mproc_cond_create(mproc_cond **c, mproc_lock *lock);
+MPROC_EXTERN int mproc_cond_acquire(mproc_cond *c, double timeout);
+MPROC_EXTERN int mproc_cond_release(mproc_cond *c);
+MPROC_EXTERN int mproc_cond_wait(mproc_cond *c, double timeout);
+/* Waits until pred(arg) is true (checked first, and after each wake-up). */
+MPROC_EXTERN int mproc_cond_wait_for(mproc_cond *c, bool (*pred)(void *arg), void *arg,
+                                     double timeout);
+MPROC_EXTERN int mproc_cond_notify(mproc_cond *c, size_t n);
+MPROC_EXTERN int mproc_cond_notify_all(mproc_cond *c);
+MPROC_EXTERN void mproc_cond_free(mproc_cond *c);
+
+/* Python's shared_memory.SharedMemory: a named block any process can attach. */
+typedef struct mproc_shm mproc_shm;
+/* name NULL: a generated unique name (see mproc_shm_name). MPROC_ESTATE if the
+ * name exists. */
+MPROC_EXTERN int mproc_shm_create(mproc_shm **m, const char *name, size_t size);
+/* MPROC_ENOTFOUND if there is no block of that name. */
+MPROC_EXTERN int mproc_shm_attach(mproc_shm **m, const char *name);
+MPROC_EXTERN void *mproc_shm_buf(const mproc_shm *m);
+MPROC_EXTERN size_t mproc_shm_size(const mproc_shm *m);
+MPROC_EXTERN const char *mproc_shm_name(const mproc_shm *m);
+/* Removes the name; attached processes keep their mapping until they free it. */
+MPROC_EXTERN int mproc_shm_unlink(mproc_shm *m);
+/* Unmaps and releases this process's handle (Python's close()); NULL is fine. */
+MPROC_EXTERN void mproc_shm_free(mproc_shm *m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -77,6 +77,8 @@ int mproc__os_proc_signal(mproc__os_proc *proc, bool force);
 /* Releases what proc holds (its wait descriptor); does not wait. */
 void mproc__os_proc_release(mproc__os_proc *proc);
 long mproc__os_getpid(void);
+/* An id of the calling thread, unique on the system while it lives (lock owners). */
+uint64_t mproc__os_thread_id(void);
 
 /* Whether a child started now by this thread can rely on the OS to end it when
  * this process ends (Linux's parent-death signal is tied to the creating thread,
@@ -124,12 +126,14 @@ typedef struct mproc__os_mutex {
   _Alignas(16) unsigned char opaque[64];
 } mproc__os_mutex;
 
-int mproc__os_mutex_init(mproc__os_mutex *m);
+/* recursive: the owner may lock it again (RLock). */
+int mproc__os_mutex_init(mproc__os_mutex *m, bool recursive);
 /* deadline as from mproc__deadline (< 0: none). 0, or MPROC_ETIMEDOUT. */
 int mproc__os_mutex_lock(mproc__os_mutex *m, int64_t deadline, bool *recovered);
 /* Like lock, but never blocks: MPROC_ETIMEDOUT when held by someone else. */
 int mproc__os_mutex_trylock(mproc__os_mutex *m, bool *recovered);
-void mproc__os_mutex_unlock(mproc__os_mutex *m);
+/* MPROC_ESTATE when the calling thread does not hold it. */
+int mproc__os_mutex_unlock(mproc__os_mutex *m);
 
 /* Waiting on a 32-bit word in shared memory (a futex): returns at once unless
  * *word == expected; otherwise sleeps until woken, the deadline passes

@@ -340,13 +340,15 @@ static void conn_encode(const void *obj, mproc__buf *b) {
   mproc__buf_put_u64(b, c->max_message);
 }
 
-static int conn_decode(mproc__rd *rd, const mproc__fd *fds, size_t nfds, void **obj) {
+static int conn_decode(const mproc__kind_ops *ops, mproc__rd *rd, const mproc__fd *fds,
+                       size_t nfds, void **obj) {
   uint64_t bits = mproc__rd_u64(rd);
   uint64_t pending = mproc__rd_u64(rd);
   uint64_t max = mproc__rd_u64(rd);
   mproc_conn *c = NULL;
   int r;
 
+  (void)ops;
   if (rd->err || nfds != 1)
     return mproc__error(MPROC_EPROTO, "malformed connection state in the spawn bootstrap");
   if ((r = mproc__conn_wrap(&c, fds[0], bits & 1, (bits >> 1) & 1, (bits >> 2) & 1)) != 0)
@@ -359,4 +361,10 @@ static int conn_decode(mproc__rd *rd, const mproc__fd *fds, size_t nfds, void **
   return 0;
 }
 
-const mproc__kind_ops mproc__conn_ops = {"connection", conn_fds, conn_encode, conn_decode};
+const mproc__kind_ops mproc__conn_ops = {
+    .name = "connection",
+    .kind = MPROC__KIND_CONN,
+    .fds = conn_fds,
+    .encode = conn_encode,
+    .decode = conn_decode,
+};

@@ -69,7 +69,16 @@ char *mproc__rd_str(mproc__rd *r);                       /* malloc()ed, NULL for
  * be checked and handed over. */
 #define MPROC__MAGIC 0x6d70726fu /* "mpro" */
 
-typedef enum { MPROC__KIND_CONN = 1, MPROC__KIND_QUEUE = 2 } mproc__kind;
+typedef enum {
+  MPROC__KIND_CONN = 1,
+  MPROC__KIND_QUEUE,
+  MPROC__KIND_LOCK,
+  MPROC__KIND_SEM,
+  MPROC__KIND_EVENT,
+  MPROC__KIND_COND,
+  MPROC__KIND_SHM,
+  MPROC__KIND_COUNT
+} mproc__kind;
 
 typedef struct mproc__obj {
   uint32_t magic;
@@ -77,15 +86,52 @@ typedef struct mproc__obj {
 } mproc__obj;
 
 /* What each shareable kind provides to cross a spawn. */
-typedef struct mproc__kind_ops {
+typedef struct mproc__kind_ops mproc__kind_ops;
+struct mproc__kind_ops {
   const char *name;
+  uint32_t kind;
+  uint64_t seg_magic; /* for objects in one shared segment: its first word */
+  size_t handle_size; /* and the size of their handle (a mproc__segobj first) */
   /* The descriptors the child must hold for obj (at most MPROC__MAX_OBJ_FDS). */
   size_t (*fds)(const void *obj, mproc__fd *fds);
   /* The object's state, apart from its descriptors. */
   void (*encode)(const void *obj, mproc__buf *b);
   /* Rebuilds the object in the child from its state and its descriptors. */
-  int (*decode)(mproc__rd *r, const mproc__fd *fds, size_t nfds, void **obj);
-} mproc__kind_ops;
+  int (*decode)(const mproc__kind_ops *ops, mproc__rd *r, const mproc__fd *fds, size_t nfds,
+                void **obj);
+};
+
+/* A shared memory segment, mapped in this process. */
+typedef struct mproc__seg {
+  mproc__fd fd;
+  void *addr;
+  size_t size;
+} mproc__seg;
+
+/* A new anonymous segment of size zeroed bytes. */
+int mproc__seg_create(mproc__seg *g, size_t size);
+/* Maps the segment behind fd (which it then owns). */
+int mproc__seg_map(mproc__seg *g, mproc__fd fd, size_t size);
+void mproc__seg_release(mproc__seg *g);
+
+/* The start of every handle whose object lives in one segment (queue, lock, ...):
+ * such kinds share one way of crossing a spawn (mproc__segobj_* below). */
+typedef struct mproc__segobj {
+  mproc__obj hdr;
+  mproc__seg seg;
+} mproc__segobj;
+
+/* A handle of ops's kind over a new segment of size zeroed bytes, initialised by
+ * init(addr, arg) if given; its first word is set to ops->seg_magic after that. */
+int mproc__segobj_create(const mproc__kind_ops *ops, size_t size,
+                         int (*init)(void *addr, const void *arg), const void *arg, void **obj);
+/* Checks that obj is a live handle of kind. */
+int mproc__segobj_check(const void *obj, uint32_t kind, const char *fn);
+void mproc__segobj_free(void *obj);
+size_t mproc__segobj_fds(const void *obj, mproc__fd *fds);
+void mproc__segobj_encode(const void *obj, mproc__buf *b);
+int mproc__segobj_decode(const mproc__kind_ops *ops, mproc__rd *r, const mproc__fd *fds,
+                         size_t nfds, void **obj);
 
 #define MPROC__MAX_OBJ_FDS 8
 
@@ -96,8 +142,8 @@ int mproc__share_ops(const void *obj, size_t i, const mproc__kind_ops **ops);
 /* The ops of a kind number; NULL for an unknown one. */
 const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind);
 
-extern const mproc__kind_ops mproc__conn_ops;
-extern const mproc__kind_ops mproc__queue_ops;
+extern const mproc__kind_ops mproc__conn_ops, mproc__queue_ops, mproc__lock_ops,
+    mproc__sem_ops, mproc__event_ops, mproc__cond_ops, mproc__shm_ops;
 
 /* A connection over an existing descriptor (the spawn bootstrap's pipe). */
 int mproc__conn_wrap(mproc_conn **c, mproc__fd fd, bool readable, bool writable, bool duplex);

@@ -422,7 +422,7 @@ void mproc__spawn_child_main(mproc__fd boot) {
     state.p = s;
     state.end = state.p + slen;
     state.err = 0;
-    if ((r = ops->decode(&state, fds, (size_t)nf, &ctx.shared[i])) != 0)
+    if ((r = ops->decode(ops, &state, fds, (size_t)nf, &ctx.shared[i])) != 0)
       child_die("cannot rebuild a shared object", r);
   }
   if ((r = mproc__os_child_setup(keep, nfds_total, (long)parent, (mproc__fd)life,

@@ -68,10 +68,8 @@ typedef struct qshm {
 } qshm;
 
 struct mproc_queue {
-  mproc__obj hdr;
-  mproc__fd fd;
+  mproc__segobj base; /* the segment holds a qshm */
   qshm *s;
-  size_t map_size;
 };
 
 static inline void cpu_relax(void) {
@@ -294,38 +292,34 @@ static void fast_forward(qshm *s, uint64_t end) {
 /* ----------------------------------------------------------- create */
 
 static int queue_check(const mproc_queue *q, const char *fn) {
-  if (q == NULL || q->hdr.magic != MPROC__MAGIC || q->hdr.kind != MPROC__KIND_QUEUE)
-    return mproc__error(MPROC_EINVAL, "%s: not a queue (NULL or freed)", fn);
-  return 0;
+  return mproc__segobj_check(q, MPROC__KIND_QUEUE, fn);
 }
 
-static int queue_map(mproc_queue **out, mproc__fd fd, size_t map_size) {
-  mproc_queue *q = calloc(1, sizeof *q);
-  void *addr;
-  int r;
+typedef struct queue_init_arg {
+  const mproc_queue_opts *o;
+  size_t cap;
+} queue_init_arg;
 
-  if (q == NULL)
-    return mproc__error(MPROC_ENOMEM, "cannot allocate a queue");
-  if ((r = mproc__os_shm_map(fd, map_size, &addr)) != 0) {
-    free(q);
+static int queue_init(void *addr, const void *arg) {
+  const queue_init_arg *a = arg;
+  qshm *s = addr;
+  int r;
+  /* The memory is new and zeroed: only the non-zero fields need setting. */
+  s->capacity = a->cap;
+  s->maxsize = a->o->maxsize;
+  s->max_message = a->o->max_message;
+  s->joinable = a->o->joinable;
+  if ((r = mproc__os_mutex_init(&s->wlock, false)) != 0 ||
+      (r = mproc__os_mutex_init(&s->rlock, false)) != 0)
     return r;
-  }
-  q->hdr.magic = MPROC__MAGIC;
-  q->hdr.kind = MPROC__KIND_QUEUE;
-  q->fd = fd;
-  q->s = addr;
-  q->map_size = map_size;
-  *out = q;
   return 0;
 }
 
 int mproc_queue_create(mproc_queue **out, const mproc_queue_opts *opts) {
   static const mproc_queue_opts defaults;
   const mproc_queue_opts *o = opts ? opts : &defaults;
-  size_t cap = o->buffer_size ? o->buffer_size : Q_DEFAULT_BUFFER;
-  size_t want = cap, map_size;
-  mproc__fd fd;
-  mproc_queue *q = NULL;
+  size_t want = o->buffer_size ? o->buffer_size : Q_DEFAULT_BUFFER, cap;
+  void *obj;
   int r;
 
   if (out == NULL)
@@ -337,36 +331,16 @@ int mproc_queue_create(mproc_queue **out, const mproc_queue_opts *opts) {
     return mproc__error(MPROC_EINVAL, "mproc_queue_create: buffer_size %zu is too large", want);
   for (cap = Q_MIN_BUFFER; cap < want; cap *= 2)
     ;
-  map_size = sizeof(qshm) + cap;
-  if ((r = mproc__os_shm_create(map_size, &fd)) != 0)
+  queue_init_arg a = {o, cap};
+  if ((r = mproc__segobj_create(&mproc__queue_ops, sizeof(qshm) + cap, queue_init, &a, &obj)) !=
+      0)
     return r;
-  if ((r = queue_map(&q, fd, map_size)) != 0) {
-    mproc__os_close(fd);
-    return r;
-  }
-  /* The memory is new and zeroed: only the non-zero fields need setting. */
-  q->s->capacity = cap;
-  q->s->maxsize = o->maxsize;
-  q->s->max_message = o->max_message;
-  q->s->joinable = o->joinable;
-  if ((r = mproc__os_mutex_init(&q->s->wlock)) != 0 ||
-      (r = mproc__os_mutex_init(&q->s->rlock)) != 0) {
-    mproc_queue_free(q);
-    return r;
-  }
-  q->s->magic = Q_MAGIC;
-  *out = q;
+  *out = obj;
+  (*out)->s = (*out)->base.seg.addr;
   return 0;
 }
 
-void mproc_queue_free(mproc_queue *q) {
-  if (q == NULL || q->hdr.magic != MPROC__MAGIC)
-    return;
-  mproc__os_shm_unmap(q->s, q->map_size);
-  mproc__os_close(q->fd);
-  q->hdr.magic = 0;
-  free(q);
-}
+void mproc_queue_free(mproc_queue *q) { mproc__segobj_free(q); }
 
 int mproc_queue_close(mproc_queue *q) {
   int r = queue_check(q, "mproc_queue_close");
@@ -572,7 +546,7 @@ int mproc_queue_put(mproc_queue *q, const void *data, size_t len, double timeout
     r = put_streamed(s, data, len, deadline);
   }
 unlock:
-  mproc__os_mutex_unlock(&s->wlock);
+  (void)mproc__os_mutex_unlock(&s->wlock);
 fail:
   switch (r) {
   case 0:
@@ -726,7 +700,7 @@ static int queue_get(mproc_queue *q, void **data, void *buf, size_t cap, bool in
     break;
   }
 unlock:
-  mproc__os_mutex_unlock(&s->rlock);
+  (void)mproc__os_mutex_unlock(&s->rlock);
 fail:
   switch (r) {
   case 0:
@@ -800,30 +774,20 @@ int mproc_queue_join(mproc_queue *q, double timeout) {
 
 /* ------------------------------------------------ crossing a spawn */
 
-static size_t queue_fds(const void *obj, mproc__fd *fds) {
-  fds[0] = ((const mproc_queue *)obj)->fd;
-  return 1;
+static int queue_decode(const mproc__kind_ops *ops, mproc__rd *rd, const mproc__fd *fds,
+                        size_t nfds, void **obj) {
+  int r = mproc__segobj_decode(ops, rd, fds, nfds, obj);
+  if (r == 0)
+    ((mproc_queue *)*obj)->s = ((mproc_queue *)*obj)->base.seg.addr;
+  return r;
 }
 
-static void queue_encode(const void *obj, mproc__buf *b) {
-  mproc__buf_put_u64(b, ((const mproc_queue *)obj)->map_size);
-}
-
-static int queue_decode(mproc__rd *rd, const mproc__fd *fds, size_t nfds, void **obj) {
-  uint64_t map_size = mproc__rd_u64(rd);
-  mproc_queue *q = NULL;
-  int r;
-
-  if (rd->err || nfds != 1)
-    return mproc__error(MPROC_EPROTO, "malformed queue state in the spawn bootstrap");
-  if ((r = queue_map(&q, fds[0], (size_t)map_size)) != 0)
-    return r;
-  if (q->s->magic != Q_MAGIC) {
-    mproc_queue_free(q);
-    return mproc__error(MPROC_EPROTO, "the shared memory handed over is not a queue");
-  }
-  *obj = q;
-  return 0;
-}
-
-const mproc__kind_ops mproc__queue_ops = {"queue", queue_fds, queue_encode, queue_decode};
+const mproc__kind_ops mproc__queue_ops = {
+    .name = "queue",
+    .kind = MPROC__KIND_QUEUE,
+    .seg_magic = Q_MAGIC,
+    .handle_size = sizeof(mproc_queue),
+    .fds = mproc__segobj_fds,
+    .encode = mproc__segobj_encode,
+    .decode = queue_decode,
+};

@@ -28,6 +28,16 @@ extern char **environ;
 
 long mproc__os_getpid(void) { return (long)getpid(); }
 
+uint64_t mproc__os_thread_id(void) {
+#if defined(SYS_gettid)
+  return (uint64_t)syscall(SYS_gettid);
+#else
+  /* Without system-wide thread ids, pair the pid with this thread's address. */
+  static MPROC__THREAD_LOCAL char here;
+  return ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&here;
+#endif
+}
+
 void mproc__os_exit(int code) {
   fflush(NULL);
   _exit(code);

@@ -108,11 +108,13 @@ void mproc__os_shm_unmap(void *addr, size_t size) {
     munmap(addr, size ? size : 1);
 }
 
-int mproc__os_mutex_init(mproc__os_mutex *m) {
+int mproc__os_mutex_init(mproc__os_mutex *m, bool recursive) {
   pthread_mutexattr_t a;
   int e;
 
   pthread_mutexattr_init(&a);
+  if (recursive)
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
   if (e == 0)
@@ -165,8 +167,11 @@ int mproc__os_mutex_trylock(mproc__os_mutex *m, bool *recovered) {
   return mutex_result(pm, pthread_mutex_trylock(pm), recovered);
 }
 
-void mproc__os_mutex_unlock(mproc__os_mutex *m) {
-  pthread_mutex_unlock((pthread_mutex_t *)m->opaque);
+int mproc__os_mutex_unlock(mproc__os_mutex *m) {
+  int e = pthread_mutex_unlock((pthread_mutex_t *)m->opaque);
+  if (e == EPERM)
+    return mproc__error(MPROC_ESTATE, "the lock is not held by this thread");
+  return e == 0 ? 0 : mproc__error_os(e, "cannot unlock a shared mutex");
 }
 
 int mproc__os_word_wait(uint32_t *word, uint32_t expected, int64_t deadline) {
