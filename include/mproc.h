@@ -306,6 +306,132 @@ MPROC_EXTERN int mproc_shm_unlink(mproc_shm *m);
 /* Unmaps and releases this process's handle (Python's close()); NULL is fine. */
 MPROC_EXTERN void mproc_shm_free(mproc_shm *m);
 
+/* ------------------------------------------------------------------ Pool */
+
+/*
+ * Python's Pool. Tasks are mproc_fn functions: a task's result is what it passes to
+ * mproc_return (copied; any size), its failure what it passes to mproc_fail (or a
+ * non-zero return value). Unlike Python's, the pool never hangs on a dead worker: a
+ * worker that dies while running a task fails that task with MPROC_EWORKER (the
+ * message names the signal or exit status) and is replaced; items the worker had
+ * not started, or had finished but not yet reported, run again elsewhere. A task
+ * over opts.task_timeout fails with MPROC_ETIMEDOUT and its worker is replaced.
+ *
+ * Under fork, workers (and their replacements) are forked from a single-threaded
+ * fork server made when the pool is created, never from the pool's threaded
+ * process; they see the program as it was at mproc_pool_create.
+ *
+ * starmap is map over an array of argument structs: each element is one task's
+ * (arg, len). Callbacks run on the pool's dispatcher thread, one at a time, in
+ * completion order; blocking calls on the pool from a callback give MPROC_ESTATE.
+ */
+typedef struct mproc_pool mproc_pool;
+typedef struct mproc_result mproc_result; /* AsyncResult, and map/imap state */
+typedef struct mproc_iter mproc_iter;     /* imap / imap_unordered */
+
+typedef struct mproc_pool_opts {
+  int processes;                   /* 0: mproc_cpu_count() */
+  mproc_start_method start_method; /* 0: the process-wide default */
+  mproc_fn initializer;            /* run once in each new worker; non-zero: pool broken */
+  const void *initarg;
+  size_t initarg_len;
+  size_t maxtasksperchild; /* 0: workers live as long as the pool */
+  double task_timeout;     /* seconds; 0: none */
+  void *const *share;      /* objects every worker receives (mproc_shared(ctx, i)) */
+  size_t nshare;
+} mproc_pool_opts;
+
+typedef struct mproc_callbacks {
+  /* Success: the result (apply: the task's bytes; map: the output array). */
+  void (*callback)(void *user, mproc_result *r);
+  /* Failure: the first failing task's error; mproc_result_message says more. */
+  void (*error_callback)(void *user, mproc_result *r);
+  void *user;
+} mproc_callbacks;
+
+MPROC_EXTERN int mproc_pool_create(mproc_pool **p, const mproc_pool_opts *opts);
+
+/* apply: runs fn(arg) in a worker and waits; *out is malloc()ed (free() it). */
+MPROC_EXTERN int mproc_pool_apply(mproc_pool *p, mproc_fn fn, const void *arg, size_t len,
+                                  void **out, size_t *outlen);
+/* apply_async: arg is copied. cb may be NULL. */
+MPROC_EXTERN int mproc_pool_apply_async(mproc_pool *p, mproc_fn fn, const void *arg, size_t len,
+                                        const mproc_callbacks *cb, mproc_result **r);
+
+/* map: fn over n elements of in_size bytes each at in; element i's result (exactly
+ * out_size bytes, or a task fails with MPROC_EMSGSIZE; out_size 0 discards results)
+ * goes to out + i * out_size. chunksize 0 is Python's rule, ceil(n / (4 * processes)).
+ * Returns the first failing element's error (the others still ran). */
+MPROC_EXTERN int mproc_pool_map(mproc_pool *p, mproc_fn fn, const void *in, size_t n,
+                                size_t in_size, void *out, size_t out_size, size_t chunksize);
+/* map_async: in and out must stay valid until the result is ready. */
+MPROC_EXTERN int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const void *in, size_t n,
+                                      size_t in_size, void *out, size_t out_size,
+                                      size_t chunksize, const mproc_callbacks *cb,
+                                      mproc_result **r);
+
+/* One item of variable size, for the _v entry points. */
+typedef struct mproc_item {
+  const void *data;
+  size_t len;
+} mproc_item;
+
+/* map over items of any size; results of any size, read with mproc_result_item. The
+ * items (not their data) are copied; the data must stay valid until ready. */
+MPROC_EXTERN int mproc_pool_map_v(mproc_pool *p, mproc_fn fn, const mproc_item *items, size_t n,
+                                  size_t chunksize, const mproc_callbacks *cb, mproc_result **r);
+
+/* imap and imap_unordered over an array (as map). in must stay valid until the
+ * iterator is freed. */
+MPROC_EXTERN int mproc_pool_imap(mproc_pool *p, mproc_fn fn, const void *in, size_t n,
+                                 size_t in_size, size_t chunksize, mproc_iter **it);
+MPROC_EXTERN int mproc_pool_imap_unordered(mproc_pool *p, mproc_fn fn, const void *in, size_t n,
+                                           size_t in_size, size_t chunksize, mproc_iter **it);
+
+/* A lazy input: called on the pool's thread for item `index`; sets *data and *len (valid
+ * until the next call) and returns 1, or returns 0 at the end, or a negative code.
+ * Items are drawn only as workers need them, so memory stays bounded however many
+ * there are (CPython reads the whole input first). */
+typedef int (*mproc_source)(void *user, size_t index, const void **data, size_t *len);
+MPROC_EXTERN int mproc_pool_imap_source(mproc_pool *p, mproc_fn fn, mproc_source src, void *user,
+                                        size_t chunksize, bool ordered, mproc_iter **it);
+
+/* The next result: *index is its item's position, *data and *len its bytes (valid until
+ * the next call or mproc_iter_free). MPROC_EOF after the last; MPROC_ETIMEDOUT if
+ * none came in time; a failed item gives its error (with *index set), and the
+ * iteration goes on with the next call. */
+MPROC_EXTERN int mproc_iter_next(mproc_iter *it, double timeout, size_t *index, const void **data,
+                                 size_t *len);
+/* Stops the iteration: items not yet started are dropped. NULL is fine. */
+MPROC_EXTERN void mproc_iter_free(mproc_iter *it);
+
+/* No more submissions; workers exit once every task is done. */
+MPROC_EXTERN int mproc_pool_close(mproc_pool *p);
+/* Kills the workers now; unfinished results fail with MPROC_ECANCELED. */
+MPROC_EXTERN int mproc_pool_terminate(mproc_pool *p);
+/* Waits for the workers to exit; MPROC_ESTATE before close or terminate. */
+MPROC_EXTERN int mproc_pool_join(mproc_pool *p);
+/* A running pool is terminated and joined first, as Python's `with` block does. */
+MPROC_EXTERN void mproc_pool_free(mproc_pool *p);
+
+/* AsyncResult. wait: 0 once ready, MPROC_ETIMEDOUT. get: waits, then 0 and the
+ * result (apply: the task's bytes; map: out and n * out_size), or the error. */
+MPROC_EXTERN int mproc_result_wait(mproc_result *r, double timeout);
+MPROC_EXTERN int mproc_result_get(mproc_result *r, double timeout, const void **data,
+                                  size_t *len);
+MPROC_EXTERN bool mproc_result_ready(mproc_result *r);
+/* 1 if every task succeeded, 0 if not, MPROC_ESTATE until ready. */
+MPROC_EXTERN int mproc_result_successful(mproc_result *r);
+/* The first failure's message ("" when none). */
+MPROC_EXTERN const char *mproc_result_message(mproc_result *r);
+/* Item i of a map (once ready): 0 with its result bytes, or its error. */
+MPROC_EXTERN int mproc_result_item(mproc_result *r, size_t i, const void **data, size_t *len);
+/* Cancels what has not run yet, and what runs now (its worker is replaced); those
+ * items fail with MPROC_ECANCELED. */
+MPROC_EXTERN int mproc_result_cancel(mproc_result *r);
+/* Releases the caller's hold on r (NULL is fine); the pool keeps what it needs. */
+MPROC_EXTERN void mproc_result_free(mproc_result *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,6 +39,10 @@ int mproc__os_write2(mproc__fd fd, bool duplex, const void *head, size_t hlen, c
  * to 1 for each ready one; *nready counts them (0 on timeout). timeout < 0 blocks. */
 int mproc__os_poll_read(const mproc__fd *fds, size_t n, double timeout, unsigned char *ready,
                         size_t *nready);
+/* Passes a descriptor over a duplex end (POSIX only: the fork server's). The
+ * receiver gets a new non-inheritable descriptor. */
+int mproc__os_send_fd(mproc__fd sock, mproc__fd fd);
+int mproc__os_recv_fd(mproc__fd sock, mproc__fd *fd);
 /* Closes once; never retried (a retried close may close someone else's descriptor). */
 void mproc__os_close(mproc__fd fd);
 /* Makes fd inheritable by (inherit) or private to (!inherit) started programs. */

@@ -77,6 +77,7 @@ typedef enum {
   MPROC__KIND_EVENT,
   MPROC__KIND_COND,
   MPROC__KIND_SHM,
+  MPROC__KIND_POOLSEG,
   MPROC__KIND_COUNT
 } mproc__kind;
 
@@ -155,7 +156,18 @@ struct mproc_ctx {
   size_t nshared;
   char *name;
   bool is_task; /* a pool task with a result channel (not a plain Process) */
+  /* A pool task's outcome, set by mproc_return / mproc_fail. */
+  mproc__buf result;
+  bool returned, failed;
+  char message[512];
 };
+
+/* The function pool workers (and the fork server) run, started as Processes; being
+ * plain functions of the library, they cross a spawn like the user's. */
+int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len);
+int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len);
+/* The descriptor that becomes readable when a started process exits (or invalid). */
+mproc__fd mproc__process_waitfd(const mproc_process *p);
 
 /* Runs in a spawned child: reads the bootstrap from fd, runs the function, exits. */
 void mproc__spawn_child_main(mproc__fd boot);

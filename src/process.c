@@ -112,25 +112,42 @@ size_t mproc_shared_count(const mproc_ctx *ctx) { return ctx ? ctx->nshared : 0;
 const char *mproc_ctx_name(const mproc_ctx *ctx) { return ctx ? ctx->name : NULL; }
 
 int mproc_return(mproc_ctx *ctx, const void *data, size_t len) {
-  (void)data;
-  (void)len;
-  if (ctx == NULL)
-    return mproc__error(MPROC_EINVAL, "mproc_return: ctx is NULL");
-  return mproc__error(MPROC_ESTATE, "mproc_return: a Process has no result channel; send the "
-                                    "result over a Pipe or Queue");
+  if (ctx == NULL || (data == NULL && len > 0))
+    return mproc__error(MPROC_EINVAL, "mproc_return: ctx is NULL, or data is NULL with len %zu",
+                        len);
+  if (!ctx->is_task)
+    return mproc__error(MPROC_ESTATE, "mproc_return: a Process has no result channel; send "
+                                      "the result over a Pipe or Queue");
+  /* A second call replaces the first result. */
+  ctx->result.len = 0;
+  mproc__buf_put(&ctx->result, data, len);
+  if (ctx->result.err) {
+    int r = ctx->result.err;
+    ctx->result.err = 0;
+    return r;
+  }
+  ctx->returned = true;
+  return 0;
 }
 
 int mproc_fail(mproc_ctx *ctx, const char *fmt, ...) {
   va_list ap;
   if (ctx == NULL || fmt == NULL)
     return mproc__error(MPROC_EINVAL, "mproc_fail: ctx and fmt must not be NULL");
-  fprintf(stderr, "mproc: %s failed: ", ctx->name ? ctx->name : "process");
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  if (ctx->is_task) {
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    ctx->failed = true;
+  } else {
+    fprintf(stderr, "mproc: %s failed: ", ctx->name ? ctx->name : "process");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+  }
   va_end(ap);
-  fputc('\n', stderr);
   return MPROC_EFAILED;
 }
+
+mproc__fd mproc__process_waitfd(const mproc_process *p) { return p->os.waitfd; }
 
 /* A function's return value as an exit status: a negative mproc code means failure,
  * which exits 1 as a Python target that raised does. */

@@ -28,6 +28,7 @@ static void at_exit(void) {
 
 int mproc_init(int *argc, char ***argv) {
   apr_status_t st;
+  mproc__fd life;
   int r;
 
   if (argc == NULL || argv == NULL || *argv == NULL)
@@ -42,6 +43,9 @@ int mproc_init(int *argc, char ***argv) {
   if ((r = mproc__os_modules_snapshot()) != 0)
     return r;
   init_pid = mproc__os_getpid();
+  /* Made now, while only this thread runs: pool threads start children later. */
+  if ((r = mproc__lifeline(&life)) != 0)
+    return r;
   if (!initialized && atexit(at_exit) != 0)
     return mproc__error(MPROC_ESYS, "atexit() failed");
   initialized = true;

@@ -3,12 +3,13 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "pool.h"
 
 static const mproc__kind_ops *const kinds[MPROC__KIND_COUNT] = {
     [MPROC__KIND_CONN] = &mproc__conn_ops,   [MPROC__KIND_QUEUE] = &mproc__queue_ops,
     [MPROC__KIND_LOCK] = &mproc__lock_ops,   [MPROC__KIND_SEM] = &mproc__sem_ops,
     [MPROC__KIND_EVENT] = &mproc__event_ops, [MPROC__KIND_COND] = &mproc__cond_ops,
-    [MPROC__KIND_SHM] = &mproc__shm_ops,
+    [MPROC__KIND_SHM] = &mproc__shm_ops,   [MPROC__KIND_POOLSEG] = &mproc__poolseg_ops,
 };
 
 const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind) {

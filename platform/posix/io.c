@@ -217,3 +217,67 @@ int mproc__os_set_inherit(mproc__fd fd, bool inherit) {
     return mproc__error_os(errno, "fcntl(F_SETFD) on descriptor %d failed", (int)fd);
   return 0;
 }
+
+int mproc__os_send_fd(mproc__fd sock, mproc__fd fd) {
+  char byte = 'F';
+  struct iovec iov = {&byte, 1};
+  union {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  struct msghdr m;
+  struct cmsghdr *c;
+  int f = (int)fd;
+  ssize_t n;
+
+  memset(&m, 0, sizeof m);
+  memset(&ctl, 0, sizeof ctl);
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.space;
+  m.msg_controllen = sizeof ctl.space;
+  c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &f, sizeof f);
+  do
+    n = sendmsg((int)sock, &m, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == EPIPE ? mproc__error(MPROC_EOF, "the peer closed the connection")
+                          : mproc__error_os(errno, "sendmsg(SCM_RIGHTS) failed");
+  return 0;
+}
+
+int mproc__os_recv_fd(mproc__fd sock, mproc__fd *fd) {
+  char byte;
+  struct iovec iov = {&byte, 1};
+  union {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  struct msghdr m;
+  struct cmsghdr *c;
+  ssize_t n;
+  int f;
+
+  memset(&m, 0, sizeof m);
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.space;
+  m.msg_controllen = sizeof ctl.space;
+  do
+    n = recvmsg((int)sock, &m, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return mproc__error_os(errno, "recvmsg(SCM_RIGHTS) failed");
+  if (n == 0)
+    return mproc__error(MPROC_EOF, "the peer closed the connection");
+  c = CMSG_FIRSTHDR(&m);
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS)
+    return mproc__error(MPROC_EPROTO, "expected a descriptor, got none");
+  memcpy(&f, CMSG_DATA(c), sizeof f);
+  *fd = f;
+  return 0;
+}

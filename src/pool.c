@@ -1,0 +1,1694 @@
+/*
+ * Pool, the parent side. One dispatcher thread owns a duplex channel to each
+ * worker and waits on all of them (and on the workers' exits) at once. It keeps
+ * each worker fed with a small window of chunks, so it always knows what every
+ * worker holds: a worker that dies fails exactly the task it was running (its
+ * progress slot in shared memory tells which), the rest of its chunks run
+ * elsewhere, and it is replaced. User threads only queue jobs and wait.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_pools.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+
+#include "pool.h"
+
+/* Chunks in flight per worker: one running and one waiting keeps the worker busy
+ * while its results travel. Messages above SMALL go only to idle workers, so the
+ * dispatcher never blocks writing to a worker that is blocked writing to it. */
+#define WINDOW 2
+#define SMALL ((size_t)64 * 1024)
+
+typedef enum { J_APPLY, J_MAP, J_MAPV, J_ITER } job_kind;
+typedef enum { P_RUN, P_CLOSE, P_TERMINATE } pool_state;
+
+typedef struct item_out {
+  int status;
+  void *data; /* result, or error message (NUL-terminated) */
+  size_t len;
+} item_out;
+
+/* A delivered imap result waiting for mproc_iter_next. */
+typedef struct iter_entry {
+  size_t index;
+  item_out out;
+  bool present;
+} iter_entry;
+
+struct mproc_result {
+  mproc_pool *pool;
+  job_kind kind;
+  int refs; /* the user's and, while unfinished, the pool's */
+  struct mproc_result *next_pending; /* in the pool's list of jobs with undispatched items */
+  struct mproc_result *live_prev, *live_next; /* in the pool's list of unfinished jobs */
+  bool pending_listed;
+  char *module; /* the task function, as (module, offset) */
+  uint64_t offset;
+
+  /* Input: n items (SIZE_MAX while a source has not ended). */
+  size_t n;
+  const unsigned char *in;
+  size_t in_size;
+  mproc_item *items; /* J_MAPV */
+  void *arg_copy;    /* J_APPLY */
+  size_t arg_len;
+  mproc_source src;
+  void *src_user;
+  size_t chunksize;
+  size_t next; /* next item to dispatch */
+  bool src_done;
+
+  /* Output. */
+  void *out;
+  size_t out_size;
+  item_out *outs; /* J_APPLY, J_MAPV: every item; J_MAP: failures only */
+  size_t done;    /* items finished */
+  size_t failed;
+  int first_err;
+  size_t first_err_index;
+  char *message;
+  bool ready, cancelled;
+  mproc_callbacks cb;
+
+  /* J_ITER */
+  bool ordered;
+  iter_entry *ring; /* results waiting, at index % window */
+  size_t window;    /* most items dispatched ahead of the consumer */
+  size_t consumed;  /* ordered: next index to hand out; unordered: handed out count */
+  size_t *fifo;     /* unordered: ring positions in completion order */
+  size_t fifo_head, fifo_len;
+  size_t *free_slots; /* unordered: ring positions not in use */
+  size_t nfree;
+  item_out current; /* what the last mproc_iter_next returned */
+};
+
+struct mproc_iter {
+  mproc_result r;
+};
+
+/* A run of items of one job sent to one worker as one message. */
+typedef struct chunk {
+  mproc_result *job;
+  uint64_t id;
+  size_t start, count;
+  size_t reported;  /* items whose results came back */
+  size_t count_pos; /* where the item count sits in msg */
+  size_t *indices;  /* count item positions in the job (requeued chunks need not be contiguous) */
+  mproc__buf msg;   /* the encoded task message */
+  size_t *item_off; /* where each item's bytes start in msg */
+  struct chunk *next;
+} chunk;
+
+typedef struct worker {
+  int slot;
+  bool alive, eof;
+  bool have_code;
+  int64_t code;
+  long pid;
+  mproc_process *proc; /* spawn: ours; fork: the server's */
+  mproc_conn *ch;
+  chunk *inflight[WINDOW];
+  int ninflight;
+  size_t assigned; /* tasks sent (maxtasksperchild) */
+  uint64_t seen_seq;
+  int64_t seen_at;
+  int kill_reason; /* 0, MPROC_ETIMEDOUT or MPROC_ECANCELED once we killed it */
+} worker;
+
+struct mproc_pool {
+  mproc__obj hdr;
+  apr_pool_t *apr;
+  apr_thread_mutex_t *mu;
+  apr_thread_cond_t *changed;
+  apr_thread_t *thread;
+  int refs; /* the user's and each live result's */
+  pool_state state;
+  bool joined, dispatcher_done;
+  bool broken;
+  char *broken_msg;
+  mproc_start_method method;
+  int nworkers;
+  worker *w;
+  mproc__poolseg *seg;
+  mproc_conn *server; /* fork: the fork server's control channel */
+  mproc_process *server_proc;
+  mproc__fd wake[2];
+  bool wake_pending;
+  mproc__buf conf; /* encoded worker_conf (slot filled per worker) */
+  worker_conf wconf;
+  void **share; /* [channel placeholder, slots, user's ...] */
+  size_t nshare;
+  double task_timeout;
+  size_t maxtasks;
+  mproc_result *pending, *pending_tail; /* jobs with items to dispatch */
+  chunk *retry, *retry_tail;             /* items to dispatch again */
+  uint64_t next_chunk_id;
+  size_t live_jobs; /* unfinished */
+  mproc_result *live; /* the unfinished jobs */
+  mproc_result **callbacks; /* finished jobs whose callbacks are due */
+  size_t ncallbacks, capcallbacks;
+};
+
+static MPROC__THREAD_LOCAL mproc_pool *dispatcher_of;
+
+/* ------------------------------------------------------------ helpers */
+
+static int pool_check(const mproc_pool *p, const char *fn) {
+  if (p == NULL || p->hdr.magic != MPROC__MAGIC)
+    return mproc__error(MPROC_EINVAL, "%s: not a pool (NULL or freed)", fn);
+  return 0;
+}
+
+/* Blocking on the pool from its own thread (a callback) would wait forever. */
+static int not_dispatcher(const mproc_pool *p, const char *fn) {
+  if (dispatcher_of == p)
+    return mproc__error(MPROC_ESTATE, "%s: would block the pool's own thread (called from a "
+                                      "callback); use the _async form",
+                        fn);
+  return 0;
+}
+
+static void wake_dispatcher(mproc_pool *p) {
+  if (!p->wake_pending) {
+    char c = 1;
+    p->wake_pending = true;
+    mproc__os_write2(p->wake[1], false, &c, 1, NULL, 0);
+  }
+}
+
+static void pool_unref(mproc_pool *p);
+
+static void out_free(item_out *o) {
+  free(o->data);
+  o->data = NULL;
+}
+
+static void job_destroy(mproc_result *j) {
+  if (j->outs != NULL)
+    for (size_t i = 0; i < (j->kind == J_MAP ? 0 : j->n); i++)
+      out_free(&j->outs[i]);
+  if (j->ring != NULL)
+    for (size_t i = 0; i < j->window; i++)
+      out_free(&j->ring[i].out);
+  out_free(&j->current);
+  free(j->outs);
+  free(j->ring);
+  free(j->fifo);
+  free(j->free_slots);
+  free(j->items);
+  free(j->arg_copy);
+  free(j->module);
+  free(j->message);
+  free(j);
+}
+
+/* Drops a reference; called with p->mu held. */
+static void job_unref(mproc_result *j) {
+  if (--j->refs == 0) {
+    mproc_pool *p = j->pool;
+    job_destroy(j);
+    pool_unref(p);
+  }
+}
+
+/* ----------------------------------------------------- job outcomes */
+
+static void record_error(mproc_result *j, size_t index, int status, const char *msg) {
+  j->failed++;
+  if (j->message == NULL || index < j->first_err_index) {
+    free(j->message);
+    j->message = strdup(msg ? msg : mproc_strerror(status));
+    j->first_err = status;
+    j->first_err_index = index;
+  }
+}
+
+static void live_unlink(mproc_pool *p, mproc_result *j) {
+  if (j->live_prev)
+    j->live_prev->live_next = j->live_next;
+  else
+    p->live = j->live_next;
+  if (j->live_next)
+    j->live_next->live_prev = j->live_prev;
+  j->live_prev = j->live_next = NULL;
+}
+
+static void job_finish(mproc_pool *p, mproc_result *j) {
+  j->ready = true;
+  p->live_jobs--;
+  live_unlink(p, j);
+  if (j->cb.callback || j->cb.error_callback) {
+    if (p->ncallbacks == p->capcallbacks) {
+      size_t cap = p->capcallbacks * 2;
+      mproc_result **grown = realloc(p->callbacks, cap * sizeof *grown);
+      if (grown != NULL) {
+        p->callbacks = grown;
+        p->capcallbacks = cap;
+      }
+    }
+    if (p->ncallbacks < p->capcallbacks) {
+      j->refs++;
+      p->callbacks[p->ncallbacks++] = j;
+    }
+  }
+  job_unref(j); /* the pool's hold */
+  apr_thread_cond_broadcast(p->changed);
+}
+
+/* Stores the outcome of item index (taking data). */
+static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, void *data,
+                      size_t len) {
+  if (status != 0)
+    record_error(j, index, status, data);
+  switch (j->kind) {
+  case J_APPLY:
+  case J_MAPV:
+    j->outs[index] = (item_out){status, data, len};
+    data = NULL;
+    break;
+  case J_MAP:
+    if (status == 0 && j->out_size != 0 && len != j->out_size) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "item %zu's result has %zu bytes; map expects %zu", index, len,
+               j->out_size);
+      status = MPROC_EMSGSIZE;
+      record_error(j, index, status, msg);
+    }
+    if (status == 0 && j->out_size != 0)
+      memcpy((unsigned char *)j->out + index * j->out_size, data, len);
+    if (status != 0) {
+      if (j->outs == NULL)
+        j->outs = calloc(j->n, sizeof *j->outs);
+      if (j->outs != NULL)
+        j->outs[index].status = status;
+    }
+    break;
+  case J_ITER: {
+    /* Ordered: the items in flight are the window after the next to hand out, so
+     * index % window is theirs alone. Unordered: any free position. */
+    size_t at = j->ordered ? index % j->window : j->free_slots[--j->nfree];
+    iter_entry *e = &j->ring[at];
+    e->index = index;
+    e->out = (item_out){status, data, len};
+    e->present = true;
+    data = NULL;
+    if (!j->ordered)
+      j->fifo[(j->fifo_head + j->fifo_len++) % j->window] = at;
+    break;
+  }
+  }
+  free(data);
+  j->done++;
+  if (j->kind == J_ITER)
+    apr_thread_cond_broadcast(p->changed);
+  if (j->done == j->n)
+    job_finish(p, j);
+}
+
+/* Every item not yet done fails with status (terminate, cancel, broken pool). */
+static void job_fail_rest(mproc_pool *p, mproc_result *j, int status, const char *msg) {
+  size_t end = j->src || j->kind == J_ITER ? j->next : j->n;
+  /* An iteration just ends early: what was not started is dropped. */
+  if (j->src || j->kind == J_ITER) {
+    j->n = j->next; /* no more items will be drawn */
+    j->src_done = true;
+  }
+  for (size_t i = j->next; i < end; i++)
+    item_done(p, j, i, status, strdup(msg), 0);
+  j->next = end;
+  if (!j->ready && j->done == j->n)
+    job_finish(p, j);
+}
+
+/* ----------------------------------------------------------- chunks */
+
+static void chunk_free(chunk *c) {
+  mproc__buf_free(&c->msg);
+  free(c->item_off);
+  free(c->indices);
+  free(c);
+}
+
+static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
+  chunk *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return NULL;
+  c->item_off = malloc((count ? count : 1) * sizeof *c->item_off);
+  c->indices = malloc((count ? count : 1) * sizeof *c->indices);
+  if (c->item_off == NULL || c->indices == NULL) {
+    chunk_free(c);
+    return NULL;
+  }
+  c->job = j;
+  c->id = ++p->next_chunk_id;
+  c->count = count;
+  mproc__buf_put_u64(&c->msg, MSG_TASK);
+  mproc__buf_put_u64(&c->msg, c->id);
+  mproc__buf_put_str(&c->msg, j->module);
+  mproc__buf_put_u64(&c->msg, j->offset);
+  c->count_pos = c->msg.len;
+  mproc__buf_put_u64(&c->msg, count);
+  return c;
+}
+
+static void chunk_add(chunk *c, size_t k, size_t index, const void *data, size_t len) {
+  c->indices[k] = index;
+  c->item_off[k] = c->msg.len;
+  mproc__buf_put_bytes(&c->msg, data, len);
+}
+
+/* Item k's bytes inside a chunk's message. */
+static const void *chunk_item(const chunk *c, size_t k, size_t *len) {
+  mproc__rd r = {c->msg.data + c->item_off[k], c->msg.data + c->msg.len, 0};
+  return mproc__rd_bytes(&r, len);
+}
+
+static void push_retry(mproc_pool *p, chunk *c) {
+  c->next = NULL;
+  if (p->retry_tail)
+    p->retry_tail->next = c;
+  else
+    p->retry = c;
+  p->retry_tail = c;
+}
+
+static void list_pending(mproc_pool *p, mproc_result *j) {
+  if (j->pending_listed)
+    return;
+  j->pending_listed = true;
+  j->next_pending = NULL;
+  if (p->pending_tail)
+    p->pending_tail->next_pending = j;
+  else
+    p->pending = j;
+  p->pending_tail = j;
+}
+
+static bool has_undispatched(const mproc_result *j) {
+  if (j->cancelled || j->ready)
+    return false;
+  if (j->kind == J_ITER && j->next - (j->ordered ? j->consumed : j->consumed) >= j->window)
+    return false; /* the consumer is behind: hold back (bounded memory) */
+  return j->src ? !j->src_done : j->next < j->n;
+}
+
+/* Builds the next chunk to send: requeued items first, then new ones. limit caps its
+ * item count (maxtasksperchild). Called with mu held; drops it around a source. */
+static void requeue_rest(mproc_pool *p, chunk *c, size_t from);
+
+static chunk *next_chunk(mproc_pool *p, size_t limit) {
+  if (p->retry != NULL && p->retry->count > limit) {
+    /* More than this worker may still run (maxtasksperchild): split it. */
+    chunk *c = p->retry;
+    p->retry = c->next;
+    if (p->retry == NULL)
+      p->retry_tail = NULL;
+    requeue_rest(p, c, limit);
+    c->count = limit;
+    requeue_rest(p, c, 0);
+    chunk_free(c);
+  }
+  if (p->retry != NULL && p->retry->count <= limit) {
+    chunk *c = p->retry;
+    p->retry = c->next;
+    if (p->retry == NULL)
+      p->retry_tail = NULL;
+    return c;
+  }
+  while (p->pending != NULL) {
+    mproc_result *j = p->pending;
+    if (!has_undispatched(j)) {
+      /* Off the list; an iterator comes back when its consumer catches up. */
+      p->pending = j->next_pending;
+      if (p->pending == NULL)
+        p->pending_tail = NULL;
+      j->pending_listed = false;
+      continue;
+    }
+    size_t count = j->chunksize, room;
+    if (count > limit)
+      count = limit;
+    if (!j->src && count > j->n - j->next)
+      count = j->n - j->next;
+    if (j->kind == J_ITER) {
+      room = j->window - (j->next - j->consumed);
+      if (count > room)
+        count = room;
+    }
+    chunk *c = chunk_new(p, j, count);
+    if (c == NULL)
+      return NULL;
+    size_t k = 0;
+    if (j->src) {
+      /* The source is user code: call it without the pool's lock. Only this thread
+       * draws from it, and the pool holds the job. */
+      size_t first = j->next;
+      apr_thread_mutex_unlock(p->mu);
+      for (; k < count; k++) {
+        const void *data;
+        size_t len;
+        int r = j->src(j->src_user, first + k, &data, &len);
+        if (r <= 0) {
+          apr_thread_mutex_lock(p->mu);
+          j->src_done = true;
+          j->n = first + k;
+          if (r < 0)
+            record_error(j, first + k, r, "the source failed");
+          apr_thread_mutex_unlock(p->mu);
+          break;
+        }
+        chunk_add(c, k, first + k, data, len);
+      }
+      apr_thread_mutex_lock(p->mu);
+      j->next = first + k;
+      if (k == 0) {
+        chunk_free(c);
+        if (j->src_done && j->done == j->n && !j->ready)
+          job_finish(p, j);
+        continue;
+      }
+      /* Patch the item count now that it is known. */
+      for (int b = 0; b < 8 && !c->msg.err; b++)
+        c->msg.data[c->count_pos + (size_t)b] = (unsigned char)((uint64_t)k >> (8 * b));
+      c->count = k;
+    } else {
+      for (; k < count; k++) {
+        size_t i = j->next + k;
+        if (j->kind == J_APPLY)
+          chunk_add(c, k, i, j->arg_copy, j->arg_len);
+        else if (j->kind == J_MAPV)
+          chunk_add(c, k, i, j->items[i].data, j->items[i].len);
+        else
+          chunk_add(c, k, i, j->in + i * j->in_size, j->in_size);
+      }
+      j->next += count;
+    }
+    c->start = c->indices[0];
+    if (c->msg.err) {
+      chunk_free(c);
+      return NULL;
+    }
+    return c;
+  }
+  return NULL;
+}
+
+/* A chunk of the items [from, c->count) of c, to run again. */
+static void requeue_rest(mproc_pool *p, chunk *c, size_t from) {
+  mproc_result *j = c->job;
+  if (from >= c->count)
+    return;
+  if (j->cancelled) {
+    for (size_t k = from; k < c->count; k++)
+      item_done(p, j, c->indices[k], MPROC_ECANCELED, strdup("canceled"), 0);
+    return;
+  }
+  chunk *n = chunk_new(p, j, c->count - from);
+  if (n == NULL) {
+    for (size_t k = from; k < c->count; k++)
+      item_done(p, j, c->indices[k], MPROC_ENOMEM, strdup("out of memory requeueing"), 0);
+    return;
+  }
+  for (size_t k = from; k < c->count; k++) {
+    size_t len;
+    const void *d = chunk_item(c, k, &len);
+    chunk_add(n, k - from, c->indices[k], d, len);
+  }
+  n->start = n->indices[0];
+  push_retry(p, n);
+}
+
+/* ---------------------------------------------------------- workers */
+
+static int worker_start(mproc_pool *p, worker *w) {
+  mproc_conn *mine = NULL, *theirs = NULL;
+  int r;
+
+  pool_seg *seg = p->seg->base.seg.addr;
+  atomic_store(&seg->slots[w->slot].running, 0);
+  w->alive = w->eof = w->have_code = false;
+  w->ninflight = 0;
+  w->assigned = 0;
+  w->kill_reason = 0;
+  w->seen_seq = atomic_load(&seg->slots[w->slot].seq);
+  w->seen_at = mproc__deadline(0);
+  if ((r = mproc_pipe(&mine, &theirs, true)) != 0)
+    return r;
+  if (p->method == MPROC_START_SPAWN) {
+    mproc__buf cb = {0};
+    p->wconf.slot = (uint64_t)w->slot;
+    mproc__worker_conf_encode(&p->wconf, &cb);
+    p->share[0] = theirs;
+    mproc_process_opts o = {.start_method = MPROC_START_SPAWN,
+                            .name = "PoolWorker",
+                            .daemon = true,
+                            .share = p->share,
+                            .nshare = p->nshare};
+    r = cb.err ? cb.err : mproc_process_start(&w->proc, mproc__pool_worker_main, cb.data, cb.len, &o);
+    mproc__buf_free(&cb);
+    if (r == 0)
+      w->pid = mproc_process_pid(w->proc);
+  } else {
+    mproc__buf b = {0};
+    mproc__buf_put_u64(&b, MSG_SPAWN);
+    mproc__buf_put_u64(&b, (uint64_t)w->slot);
+    r = b.err ? b.err : mproc_conn_send(p->server, b.data, b.len);
+    if (r == 0)
+      r = mproc__os_send_fd((mproc__fd)mproc_conn_fileno(p->server),
+                            (mproc__fd)mproc_conn_fileno(theirs));
+    mproc__buf_free(&b);
+    w->pid = 0; /* told by MSG_SPAWNED */
+  }
+  mproc_conn_free(theirs);
+  if (r != 0) {
+    mproc_conn_free(mine);
+    return r;
+  }
+  w->ch = mine;
+  w->alive = true;
+  return 0;
+}
+
+static void worker_kill(mproc_pool *p, worker *w, int reason) {
+  if (!w->alive || w->eof)
+    return;
+  if (w->kill_reason == 0)
+    w->kill_reason = reason;
+  if (p->method == MPROC_START_SPAWN) {
+    mproc_process_kill(w->proc);
+  } else {
+    mproc__buf b = {0};
+    mproc__buf_put_u64(&b, MSG_KILL);
+    mproc__buf_put_u64(&b, (uint64_t)w->slot);
+    mproc__buf_put_u64(&b, 1);
+    if (!b.err)
+      mproc_conn_send(p->server, b.data, b.len);
+    mproc__buf_free(&b);
+  }
+}
+
+static void describe_exit(char *buf, size_t cap, long pid, int64_t code) {
+  if (code < 0)
+    snprintf(buf, cap, "worker pid %ld died running this task: killed by signal %d (%s)", pid,
+             (int)-code, strsignal((int)-code));
+  else
+    snprintf(buf, cap, "worker pid %ld died running this task: exited with status %d", pid,
+             (int)code);
+}
+
+/* The worker's channel ended and its exit code is known: settle what it held, and
+ * replace it if the pool still needs workers. */
+static void worker_dead(mproc_pool *p, worker *w) {
+  pool_seg *seg = p->seg->base.seg.addr;
+  pool_slot *s = &seg->slots[w->slot];
+  bool running = atomic_load(&s->running) != 0;
+  uint64_t rchunk = atomic_load(&s->chunk), rindex = atomic_load(&s->index);
+  char msg[256];
+
+  for (int i = 0; i < w->ninflight; i++) {
+    chunk *c = w->inflight[i];
+    size_t from = c->reported;
+    if (running && c->id == rchunk && rindex >= c->reported && rindex < c->count) {
+      int status = w->kill_reason ? w->kill_reason : MPROC_EWORKER;
+      /* Items it finished but had not reported run again, with the rest. */
+      if (status == MPROC_ETIMEDOUT)
+        snprintf(msg, sizeof msg, "the task ran over the pool's task_timeout of %gs; worker pid "
+                                  "%ld was killed",
+                 p->task_timeout, w->pid);
+      else if (status == MPROC_ECANCELED)
+        snprintf(msg, sizeof msg, "canceled while running; worker pid %ld was killed", w->pid);
+      else
+        describe_exit(msg, sizeof msg, w->pid, w->code);
+      requeue_rest(p, c, (size_t)rindex + 1);
+      c->count = (size_t)rindex; /* what stays before the failed item */
+      requeue_rest(p, c, from);
+      item_done(p, c->job, c->indices[rindex], status, strdup(msg), 0);
+    } else {
+      requeue_rest(p, c, from);
+    }
+    chunk_free(c);
+  }
+  w->ninflight = 0;
+  w->alive = false;
+  mproc_conn_free(w->ch);
+  w->ch = NULL;
+  if (w->proc && p->method == MPROC_START_SPAWN) {
+    mproc_process_free(w->proc);
+    w->proc = NULL;
+  }
+  if (p->state != P_TERMINATE && !p->broken && (p->live_jobs > 0 || p->state == P_RUN)) {
+    if (worker_start(p, w) != 0 && p->live_jobs > 0) {
+      /* Without a worker nothing runs: report it rather than wait forever. */
+      p->broken = true;
+      free(p->broken_msg);
+      p->broken_msg = strdup(mproc_last_error());
+    }
+  }
+}
+
+/* The pool cannot run tasks (an initializer failed, a worker cannot start): every
+ * unfinished item fails with the reason. */
+static void fail_everything(mproc_pool *p, int status, const char *msg) {
+  while (p->retry) {
+    chunk *c = p->retry;
+    p->retry = c->next;
+    for (size_t k = 0; k < c->count; k++)
+      item_done(p, c->job, c->indices[k], status, strdup(msg), 0);
+    chunk_free(c);
+  }
+  p->retry_tail = NULL;
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->w[i];
+    for (int k = 0; k < w->ninflight; k++) {
+      chunk *c = w->inflight[k];
+      for (size_t x = c->reported; x < c->count; x++)
+        item_done(p, c->job, c->indices[x], status, strdup(msg), 0);
+      chunk_free(c);
+    }
+    w->ninflight = 0;
+  }
+  for (mproc_result *j = p->pending; j; j = j->next_pending)
+    j->pending_listed = false;
+  p->pending = p->pending_tail = NULL;
+  /* What was never dispatched, in every unfinished job. */
+  for (mproc_result *j = p->live, *next; j; j = next) {
+    next = j->live_next;
+    j->refs++;
+    job_fail_rest(p, j, status, msg);
+    if (!j->ready && j->done == j->n)
+      job_finish(p, j);
+    next = j->live_next ? j->live_next : next;
+    job_unref(j);
+  }
+}
+
+/* ---------------------------------------------------------- messages */
+
+static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
+  uint64_t id = mproc__rd_u64(rd), first = mproc__rd_u64(rd), k = mproc__rd_u64(rd);
+  chunk *c = NULL;
+  int at = -1;
+
+  for (int i = 0; i < w->ninflight; i++)
+    if (w->inflight[i]->id == id) {
+      c = w->inflight[i];
+      at = i;
+    }
+  if (c == NULL || rd->err || first != c->reported || k > c->count - c->reported)
+    return;
+  for (uint64_t x = 0; x < k; x++) {
+    int status = (int)(int64_t)mproc__rd_u64(rd);
+    size_t len;
+    const void *d = mproc__rd_bytes(rd, &len);
+    void *copy;
+    if (rd->err)
+      return;
+    copy = malloc(len + 1);
+    if (copy != NULL) {
+      memcpy(copy, d, len);
+      ((char *)copy)[len] = '\0';
+    } else {
+      status = MPROC_ENOMEM;
+    }
+    c->reported++;
+    item_done(p, c->job, c->indices[c->reported - 1], status, copy, len);
+  }
+  if (c->reported == c->count) {
+    memmove(&w->inflight[at], &w->inflight[at + 1],
+            (size_t)(w->ninflight - at - 1) * sizeof *w->inflight);
+    w->ninflight--;
+    chunk_free(c);
+  }
+}
+
+/* ----------------------------------------------------------- dispatch */
+
+static void send_work(mproc_pool *p) {
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->w[i];
+    while (w->alive && !w->eof && w->ninflight < WINDOW && p->state != P_TERMINATE &&
+           !p->broken && (p->method == MPROC_START_SPAWN || w->pid != 0)) {
+      size_t limit = SIZE_MAX;
+      chunk *c;
+      if (p->maxtasks != 0) {
+        if (w->assigned >= p->maxtasks)
+          break;
+        limit = p->maxtasks - w->assigned;
+      }
+      /* Large messages only to an idle worker (see SMALL). */
+      if (w->ninflight > 0 && (w->inflight[0]->msg.len > SMALL))
+        break;
+      c = next_chunk(p, limit);
+      if (c == NULL)
+        break;
+      if (w->ninflight > 0 && c->msg.len > SMALL) {
+        /* Keep it for an idle worker. */
+        c->next = p->retry;
+        p->retry = c;
+        if (p->retry_tail == NULL)
+          p->retry_tail = c;
+        break;
+      }
+      w->inflight[w->ninflight++] = c;
+      w->assigned += c->count;
+      if (w->ninflight == 1) {
+        w->seen_at = mproc__deadline(0);
+      }
+      apr_thread_mutex_unlock(p->mu);
+      int r = mproc_conn_send(w->ch, c->msg.data, c->msg.len);
+      apr_thread_mutex_lock(p->mu);
+      if (r != 0) {
+        /* The worker is going away; its death will requeue the chunk. */
+        break;
+      }
+    }
+  }
+}
+
+/* Kills workers whose current task ran over the timeout; returns how long until the
+ * next could (seconds, < 0: none). */
+static double check_timeouts(mproc_pool *p) {
+  pool_seg *seg = p->seg->base.seg.addr;
+  double next = -1;
+  int64_t now = mproc__deadline(0);
+  if (p->task_timeout <= 0)
+    return -1;
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->w[i];
+    pool_slot *s = &seg->slots[w->slot];
+    uint64_t seq = atomic_load(&s->seq);
+    double left;
+    if (!w->alive || w->eof || w->ninflight == 0)
+      continue;
+    if (seq != w->seen_seq) {
+      w->seen_seq = seq;
+      w->seen_at = now;
+    }
+    left = p->task_timeout - (double)(now - w->seen_at) / 1e6;
+    if (left <= 0) {
+      worker_kill(p, w, MPROC_ETIMEDOUT);
+      continue;
+    }
+    if (next < 0 || left < next)
+      next = left;
+  }
+  return next;
+}
+
+static void on_server(mproc_pool *p) {
+  void *msg;
+  size_t len;
+  mproc__rd rd;
+  if (mproc_conn_recv(p->server, &msg, &len, 0) != 0) {
+    /* The fork server died: nothing can be started any more. */
+    p->broken = true;
+    free(p->broken_msg);
+    p->broken_msg = strdup("the pool's fork server died");
+    return;
+  }
+  rd.p = msg;
+  rd.end = rd.p + len;
+  rd.err = 0;
+  uint64_t type = mproc__rd_u64(&rd), slot = mproc__rd_u64(&rd), pid = mproc__rd_u64(&rd);
+  if (slot < (uint64_t)p->nworkers) {
+    worker *w = &p->w[slot];
+    if (type == MSG_SPAWNED) {
+      if (pid == 0) {
+        char *err = mproc__rd_str(&rd);
+        p->broken = true;
+        free(p->broken_msg);
+        p->broken_msg = err;
+        w->alive = false;
+      } else {
+        w->pid = (long)pid;
+      }
+    } else if (type == MSG_EXITED) {
+      w->code = (int64_t)mproc__rd_u64(&rd);
+      w->have_code = true;
+      /* Dead once its channel ended too (or we closed it, the pool closing). */
+      if (w->eof || mproc_conn_fileno(w->ch) < 0)
+        worker_dead(p, w);
+    }
+  }
+  free(msg);
+}
+
+static void on_worker_readable(mproc_pool *p, worker *w) {
+  void *msg = NULL;
+  size_t len;
+  int r;
+  apr_thread_mutex_unlock(p->mu);
+  r = mproc_conn_recv(w->ch, &msg, &len, 0);
+  apr_thread_mutex_lock(p->mu);
+  if (r == 0) {
+    mproc__rd rd = {msg, (unsigned char *)msg + len, 0};
+    uint64_t type = mproc__rd_u64(&rd);
+    if (type == MSG_RESULTS) {
+      on_results(p, w, &rd);
+    } else if (type == MSG_INITFAIL) {
+      char *why = mproc__rd_str(&rd);
+      char buf[600];
+      snprintf(buf, sizeof buf, "the pool's initializer failed in worker pid %ld: %s", w->pid,
+               why ? why : "");
+      free(why);
+      p->broken = true;
+      free(p->broken_msg);
+      p->broken_msg = strdup(buf);
+    }
+    free(msg);
+    return;
+  }
+  /* End of the channel: the worker exited or died. */
+  w->eof = true;
+  if (p->method == MPROC_START_SPAWN) {
+    int code = 0;
+    mproc_process_join(w->proc, MPROC_FOREVER);
+    mproc_process_exitcode(w->proc, &code);
+    w->code = code;
+    worker_dead(p, w);
+  } else if (w->have_code) {
+    worker_dead(p, w);
+  }
+}
+
+static bool all_workers_gone(mproc_pool *p) {
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->w[i].alive)
+      return false;
+  return true;
+}
+
+static void run_callbacks(mproc_pool *p) {
+  /* In completion order; callbacks may finish more jobs, which join the end. */
+  for (size_t i = 0; i < p->ncallbacks; i++) {
+    mproc_result *j = p->callbacks[i];
+    bool ok = j->failed == 0;
+    apr_thread_mutex_unlock(p->mu);
+    if (ok && j->cb.callback)
+      j->cb.callback(j->cb.user, j);
+    else if (!ok && j->cb.error_callback)
+      j->cb.error_callback(j->cb.user, j);
+    apr_thread_mutex_lock(p->mu);
+    job_unref(j);
+  }
+  p->ncallbacks = 0;
+}
+
+static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
+  mproc_pool *p = arg;
+  mproc__fd *fds = malloc(((size_t)p->nworkers * 2 + 2) * sizeof *fds);
+  unsigned char *ready = malloc((size_t)p->nworkers * 2 + 2);
+  int *who = malloc(((size_t)p->nworkers * 2 + 2) * sizeof *who);
+  bool closing_sent = false;
+
+  dispatcher_of = p;
+  apr_thread_mutex_lock(p->mu);
+  while (fds && ready && who) {
+    size_t n = 0, nready;
+    double timeout;
+
+    if (p->broken && p->broken_msg)
+      fail_everything(p, MPROC_EFAILED, p->broken_msg);
+    if (p->state == P_TERMINATE) {
+      fail_everything(p, MPROC_ECANCELED, "the pool was terminated");
+      for (int i = 0; i < p->nworkers; i++)
+        worker_kill(p, &p->w[i], MPROC_ECANCELED);
+    } else {
+      send_work(p);
+    }
+    run_callbacks(p);
+    /* Closing and done: end the workers by closing their channels. */
+    if (p->state != P_RUN && p->live_jobs == 0 && !closing_sent) {
+      closing_sent = true;
+      for (int i = 0; i < p->nworkers; i++)
+        if (p->w[i].alive && p->state == P_CLOSE)
+          mproc_conn_close(p->w[i].ch);
+    }
+    if (p->state != P_RUN && p->live_jobs == 0 && all_workers_gone(p))
+      break;
+    if (p->state != P_RUN && p->broken && all_workers_gone(p) && p->live_jobs == 0)
+      break;
+
+    fds[n] = p->wake[0];
+    who[n++] = -1;
+    if (p->server) {
+      fds[n] = (mproc__fd)mproc_conn_fileno(p->server);
+      who[n++] = -2;
+    }
+    for (int i = 0; i < p->nworkers; i++) {
+      worker *w = &p->w[i];
+      if (!w->alive)
+        continue;
+      if (!w->eof && mproc_conn_fileno(w->ch) >= 0) {
+        fds[n] = (mproc__fd)mproc_conn_fileno(w->ch);
+        who[n++] = i;
+      } else if (w->eof || mproc_conn_fileno(w->ch) < 0) {
+        /* A closed channel (pool closing): wait for the process itself. */
+        if (p->method == MPROC_START_SPAWN && w->proc) {
+          fds[n] = mproc__process_waitfd(w->proc);
+          who[n++] = i + p->nworkers;
+        }
+      }
+    }
+    timeout = check_timeouts(p);
+    if (p->method == MPROC_START_SPAWN)
+      for (int i = 0; i < p->nworkers; i++)
+        if (p->w[i].alive && mproc_conn_fileno(p->w[i].ch) < 0 &&
+            mproc__process_waitfd(p->w[i].proc) == MPROC__FD_INVALID)
+          timeout = 0.05; /* no wait descriptor: look again soon */
+    apr_thread_mutex_unlock(p->mu);
+    int r = mproc__os_poll_read(fds, n, timeout, ready, &nready);
+    apr_thread_mutex_lock(p->mu);
+    if (r != 0)
+      break;
+    for (size_t i = 0; i < n; i++) {
+      if (!ready[i] && who[i] < p->nworkers)
+        continue;
+      if (who[i] == -1) {
+        char buf[64];
+        size_t got;
+        mproc__os_read(p->wake[0], buf, sizeof buf, &got);
+        p->wake_pending = false;
+      } else if (who[i] == -2) {
+        on_server(p);
+      } else if (who[i] < p->nworkers) {
+        worker *w = &p->w[who[i]];
+        if (w->alive && !w->eof)
+          on_worker_readable(p, w);
+      } else {
+        /* A worker whose channel we closed: reaped when it exits. */
+        worker *w = &p->w[who[i] - p->nworkers];
+        if (w->alive && w->proc && mproc_process_join(w->proc, 0) == 0) {
+          w->alive = false;
+          mproc_process_free(w->proc);
+          w->proc = NULL;
+        }
+      }
+    }
+  }
+  /* Leave nothing behind. */
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->w[i];
+    if (w->proc && p->method == MPROC_START_SPAWN) {
+      if (p->state == P_TERMINATE)
+        mproc_process_kill(w->proc);
+      mproc_process_join(w->proc, MPROC_FOREVER);
+      mproc_process_free(w->proc);
+      w->proc = NULL;
+    }
+    mproc_conn_free(w->ch);
+    w->ch = NULL;
+    w->alive = false;
+  }
+  p->dispatcher_done = true;
+  apr_thread_cond_broadcast(p->changed);
+  apr_thread_mutex_unlock(p->mu);
+  free(fds);
+  free(ready);
+  free(who);
+  dispatcher_of = NULL;
+  apr_thread_exit(t, APR_SUCCESS);
+  return NULL;
+}
+
+/* ------------------------------------------------------------ create */
+
+static void pool_destroy(mproc_pool *p) {
+  mproc__os_close(p->wake[0]);
+  mproc__os_close(p->wake[1]);
+  mproc__segobj_free(p->seg);
+  mproc__buf_free(&p->conf);
+  free(p->wconf.init_module);
+  free(p->w);
+  free(p->share);
+  free(p->callbacks);
+  free(p->broken_msg);
+  p->hdr.magic = 0;
+  if (p->apr)
+    apr_pool_destroy(p->apr);
+  free(p);
+}
+
+static void pool_unref(mproc_pool *p) {
+  if (--p->refs == 0) {
+    apr_thread_mutex_unlock(p->mu);
+    pool_destroy(p);
+    /* The caller held mu: make its unlock a no-op by re-creating nothing; callers
+     * check dispatcher_done / the returned state instead. */
+  }
+}
+
+static int seg_init(void *addr, const void *arg) {
+  ((pool_seg *)addr)->nslots = *(const size_t *)arg;
+  return 0;
+}
+
+int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
+  static const mproc_pool_opts defaults;
+  const mproc_pool_opts *o = opts ? opts : &defaults;
+  mproc_pool *p;
+  size_t nslots;
+  int r;
+
+  if (out == NULL)
+    return mproc__error(MPROC_EINVAL, "mproc_pool_create: p must not be NULL");
+  *out = NULL;
+  if ((r = mproc__check_init("mproc_pool_create")) != 0)
+    return r;
+  if (o->processes < 0 || o->task_timeout < 0 || (o->share == NULL && o->nshare > 0) ||
+      (o->initarg == NULL && o->initarg_len > 0))
+    return mproc__error(MPROC_EINVAL, "mproc_pool_create: invalid options (negative processes "
+                                      "or timeout, or NULL share/initarg with a length)");
+  for (size_t i = 0; i < o->nshare; i++) {
+    const mproc__kind_ops *ops;
+    if ((r = mproc__share_ops(o->share[i], i, &ops)) != 0)
+      return r;
+  }
+  p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return mproc__error(MPROC_ENOMEM, "cannot allocate a pool");
+  p->hdr.magic = MPROC__MAGIC;
+  p->refs = 1;
+  p->wake[0] = p->wake[1] = MPROC__FD_INVALID;
+  p->nworkers = o->processes ? o->processes : mproc_cpu_count();
+  p->method = mproc__resolve_start(o->start_method);
+  p->task_timeout = o->task_timeout;
+  p->maxtasks = o->maxtasksperchild;
+  p->capcallbacks = 1024;
+  p->callbacks = malloc(p->capcallbacks * sizeof *p->callbacks);
+  p->w = calloc((size_t)p->nworkers, sizeof *p->w);
+  p->nshare = o->nshare + 2;
+  p->share = calloc(p->nshare, sizeof *p->share);
+  if (p->callbacks == NULL || p->w == NULL || p->share == NULL) {
+    r = mproc__error(MPROC_ENOMEM, "cannot allocate a pool");
+    goto fail;
+  }
+  if (apr_pool_create(&p->apr, NULL) != APR_SUCCESS ||
+      apr_thread_mutex_create(&p->mu, APR_THREAD_MUTEX_DEFAULT, p->apr) != APR_SUCCESS ||
+      apr_thread_cond_create(&p->changed, p->apr) != APR_SUCCESS) {
+    r = mproc__error(MPROC_ESYS, "cannot create the pool's lock");
+    goto fail;
+  }
+  if ((r = mproc__os_pipe(p->wake, false)) != 0)
+    goto fail;
+  nslots = (size_t)p->nworkers;
+  void *seg;
+  if ((r = mproc__segobj_create(&mproc__poolseg_ops, sizeof(pool_seg) + nslots * sizeof(pool_slot),
+                                seg_init, &nslots, &seg)) != 0)
+    goto fail;
+  p->seg = seg;
+  p->share[1] = seg;
+  memcpy(p->share + 2, o->share, o->nshare * sizeof *p->share);
+  p->wconf.maxtasks = o->maxtasksperchild;
+  p->wconf.flush_each = o->task_timeout > 0;
+  p->wconf.initarg = o->initarg;
+  p->wconf.initarg_len = o->initarg_len;
+  if (o->initializer &&
+      (r = mproc__os_addr_to_ref((const void *)(uintptr_t)o->initializer, &p->wconf.init_module,
+                                 &p->wconf.init_offset)) != 0)
+    goto fail;
+  for (int i = 0; i < p->nworkers; i++)
+    p->w[i].slot = i;
+
+  if (p->method == MPROC_START_FORK) {
+    /* The fork server, forked now, before the pool's thread exists. */
+    mproc_conn *theirs;
+    mproc__buf cb = {0};
+    if ((r = mproc_pipe(&p->server, &theirs, true)) != 0)
+      goto fail;
+    mproc__worker_conf_encode(&p->wconf, &cb);
+    p->share[0] = theirs;
+    mproc_process_opts so = {.start_method = MPROC_START_FORK,
+                             .name = "PoolForkServer",
+                             .daemon = true,
+                             .share = p->share,
+                             .nshare = p->nshare};
+    r = cb.err ? cb.err
+               : mproc_process_start(&p->server_proc, mproc__pool_server_main, cb.data, cb.len,
+                                     &so);
+    mproc__buf_free(&cb);
+    mproc_conn_free(theirs);
+    p->share[0] = NULL;
+    if (r != 0)
+      goto fail;
+  }
+  apr_thread_mutex_lock(p->mu);
+  for (int i = 0; i < p->nworkers && r == 0; i++)
+    r = worker_start(p, &p->w[i]);
+  apr_thread_mutex_unlock(p->mu);
+  if (r != 0)
+    goto fail_workers;
+  if (apr_thread_create(&p->thread, NULL, dispatcher, p, p->apr) != APR_SUCCESS) {
+    r = mproc__error(MPROC_ESYS, "cannot start the pool's thread");
+    goto fail_workers;
+  }
+  *out = p;
+  return 0;
+
+fail_workers:
+  for (int i = 0; i < p->nworkers; i++) {
+    if (p->w[i].proc) {
+      mproc_process_kill(p->w[i].proc);
+      mproc_process_join(p->w[i].proc, MPROC_FOREVER);
+      mproc_process_free(p->w[i].proc);
+    }
+    mproc_conn_free(p->w[i].ch);
+  }
+fail:
+  if (p->server_proc) {
+    mproc_conn_free(p->server);
+    mproc_process_join(p->server_proc, MPROC_FOREVER);
+    mproc_process_free(p->server_proc);
+  }
+  pool_destroy(p);
+  return r;
+}
+
+/* ------------------------------------------------------------ submit */
+
+static int submit(mproc_pool *p, mproc_result *j, const char *fn) {
+  int r;
+  apr_thread_mutex_lock(p->mu);
+  if (p->state != P_RUN) {
+    apr_thread_mutex_unlock(p->mu);
+    return mproc__error(MPROC_ESTATE, "%s: the pool is %s", fn,
+                        p->state == P_CLOSE ? "closed" : "terminated");
+  }
+  if (p->broken) {
+    r = mproc__error(MPROC_EFAILED, "%s: %s", fn, p->broken_msg ? p->broken_msg : "pool broken");
+    apr_thread_mutex_unlock(p->mu);
+    return r;
+  }
+  j->pool = p;
+  p->refs++;
+  j->refs = 2; /* the caller's and the pool's */
+  p->live_jobs++;
+  j->live_next = p->live;
+  if (p->live)
+    p->live->live_prev = j;
+  p->live = j;
+  if (j->n == 0 && !j->src) {
+    j->refs--;
+    j->ready = true;
+    p->live_jobs--;
+    live_unlink(p, j);
+  } else {
+    list_pending(p, j);
+    wake_dispatcher(p);
+  }
+  apr_thread_mutex_unlock(p->mu);
+  return 0;
+}
+
+static int job_new(mproc_pool *p, mproc_fn fn, job_kind kind, const mproc_callbacks *cb,
+                   mproc_result **out, const char *fname) {
+  mproc_result *j;
+  int r;
+  if ((r = pool_check(p, fname)) != 0)
+    return r;
+  if (fn == NULL)
+    return mproc__error(MPROC_EINVAL, "%s: fn must not be NULL", fname);
+  j = calloc(1, kind == J_ITER ? sizeof(mproc_iter) : sizeof *j);
+  if (j == NULL)
+    return mproc__error(MPROC_ENOMEM, "%s: out of memory", fname);
+  j->kind = kind;
+  if (cb)
+    j->cb = *cb;
+  if ((r = mproc__os_addr_to_ref((const void *)(uintptr_t)fn, &j->module, &j->offset)) != 0) {
+    free(j);
+    return r;
+  }
+  *out = j;
+  return 0;
+}
+
+static size_t default_chunksize(mproc_pool *p, size_t n, size_t chunksize) {
+  if (chunksize)
+    return chunksize;
+  /* Python's rule. */
+  size_t c = (n + 4 * (size_t)p->nworkers - 1) / (4 * (size_t)p->nworkers);
+  return c ? c : 1;
+}
+
+int mproc_pool_apply_async(mproc_pool *p, mproc_fn fn, const void *arg, size_t len,
+                           const mproc_callbacks *cb, mproc_result **r) {
+  mproc_result *j;
+  int e;
+  if (r == NULL || (arg == NULL && len > 0))
+    return mproc__error(MPROC_EINVAL, "mproc_pool_apply_async: r is NULL, or arg NULL with len");
+  *r = NULL;
+  if ((e = job_new(p, fn, J_APPLY, cb, &j, "mproc_pool_apply_async")) != 0)
+    return e;
+  j->n = 1;
+  j->chunksize = 1;
+  j->arg_len = len;
+  j->arg_copy = malloc(len ? len : 1);
+  j->outs = calloc(1, sizeof *j->outs);
+  if (j->arg_copy == NULL || j->outs == NULL) {
+    job_destroy(j);
+    return mproc__error(MPROC_ENOMEM, "mproc_pool_apply_async: cannot copy a %zu-byte argument",
+                        len);
+  }
+  if (len)
+    memcpy(j->arg_copy, arg, len);
+  if ((e = submit(p, j, "mproc_pool_apply_async")) != 0) {
+    job_destroy(j);
+    return e;
+  }
+  *r = j;
+  return 0;
+}
+
+int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
+                         void *out, size_t out_size, size_t chunksize, const mproc_callbacks *cb,
+                         mproc_result **r) {
+  mproc_result *j;
+  int e;
+  if (r == NULL || (in == NULL && n > 0 && in_size > 0) || (out == NULL && n > 0 && out_size > 0))
+    return mproc__error(MPROC_EINVAL, "mproc_pool_map_async: r, in or out is NULL");
+  *r = NULL;
+  if ((e = job_new(p, fn, J_MAP, cb, &j, "mproc_pool_map_async")) != 0)
+    return e;
+  j->n = n;
+  j->in = in;
+  j->in_size = in_size;
+  j->out = out;
+  j->out_size = out_size;
+  j->chunksize = default_chunksize(p, n, chunksize);
+  if ((e = submit(p, j, "mproc_pool_map_async")) != 0) {
+    job_destroy(j);
+    return e;
+  }
+  *r = j;
+  return 0;
+}
+
+int mproc_pool_map_v(mproc_pool *p, mproc_fn fn, const mproc_item *items, size_t n,
+                     size_t chunksize, const mproc_callbacks *cb, mproc_result **r) {
+  mproc_result *j;
+  int e;
+  if (r == NULL || (items == NULL && n > 0))
+    return mproc__error(MPROC_EINVAL, "mproc_pool_map_v: r or items is NULL");
+  *r = NULL;
+  if ((e = job_new(p, fn, J_MAPV, cb, &j, "mproc_pool_map_v")) != 0)
+    return e;
+  j->n = n;
+  j->chunksize = default_chunksize(p, n, chunksize);
+  j->items = malloc((n ? n : 1) * sizeof *j->items);
+  j->outs = calloc(n ? n : 1, sizeof *j->outs);
+  if (j->items == NULL || j->outs == NULL) {
+    job_destroy(j);
+    return mproc__error(MPROC_ENOMEM, "mproc_pool_map_v: out of memory for %zu items", n);
+  }
+  memcpy(j->items, items, n * sizeof *items);
+  if ((e = submit(p, j, "mproc_pool_map_v")) != 0) {
+    job_destroy(j);
+    return e;
+  }
+  *r = j;
+  return 0;
+}
+
+static int iter_new(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
+                    mproc_source src, void *user, size_t chunksize, bool ordered,
+                    mproc_iter **it, const char *fname) {
+  mproc_result *j;
+  int e;
+  if (it == NULL || (!src && in == NULL && n > 0 && in_size > 0))
+    return mproc__error(MPROC_EINVAL, "%s: it or in is NULL", fname);
+  *it = NULL;
+  if ((e = job_new(p, fn, J_ITER, NULL, &j, fname)) != 0)
+    return e;
+  j->ordered = ordered;
+  j->in = in;
+  j->in_size = in_size;
+  j->src = src;
+  j->src_user = user;
+  j->n = src ? SIZE_MAX : n;
+  j->chunksize = src ? (chunksize ? chunksize : 1) : default_chunksize(p, n, chunksize);
+  /* Results may run ahead of the consumer by this many items, no more. */
+  j->window = 4 * (size_t)p->nworkers * WINDOW * j->chunksize;
+  if (j->window < 64)
+    j->window = 64;
+  j->ring = calloc(j->window, sizeof *j->ring);
+  j->fifo = calloc(j->window, sizeof *j->fifo);
+  j->free_slots = calloc(j->window, sizeof *j->free_slots);
+  if (j->ring == NULL || j->fifo == NULL || j->free_slots == NULL) {
+    job_destroy(j);
+    return mproc__error(MPROC_ENOMEM, "%s: out of memory", fname);
+  }
+  for (size_t i = 0; i < j->window; i++)
+    j->free_slots[j->nfree++] = j->window - 1 - i;
+  if ((e = submit(p, j, fname)) != 0) {
+    job_destroy(j);
+    return e;
+  }
+  *it = (mproc_iter *)j;
+  return 0;
+}
+
+int mproc_pool_imap(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
+                    size_t chunksize, mproc_iter **it) {
+  return iter_new(p, fn, in, n, in_size, NULL, NULL, chunksize, true, it, "mproc_pool_imap");
+}
+
+int mproc_pool_imap_unordered(mproc_pool *p, mproc_fn fn, const void *in, size_t n,
+                              size_t in_size, size_t chunksize, mproc_iter **it) {
+  return iter_new(p, fn, in, n, in_size, NULL, NULL, chunksize, false, it,
+                  "mproc_pool_imap_unordered");
+}
+
+int mproc_pool_imap_source(mproc_pool *p, mproc_fn fn, mproc_source src, void *user,
+                           size_t chunksize, bool ordered, mproc_iter **it) {
+  if (src == NULL)
+    return mproc__error(MPROC_EINVAL, "mproc_pool_imap_source: src must not be NULL");
+  return iter_new(p, fn, NULL, 0, 0, src, user, chunksize, ordered, it, "mproc_pool_imap_source");
+}
+
+/* ------------------------------------------------------------ results */
+
+static int result_check(const mproc_result *r, const char *fn) {
+  if (r == NULL || r->pool == NULL)
+    return mproc__error(MPROC_EINVAL, "%s: not a result (NULL)", fn);
+  return 0;
+}
+
+/* Waits with mu held until r is ready: 0 or MPROC_ETIMEDOUT. */
+static int wait_ready(mproc_result *r, double timeout) {
+  int64_t deadline = mproc__deadline(timeout);
+  mproc_pool *p = r->pool;
+  while (!r->ready) {
+    double left = mproc__remaining(deadline);
+    if (deadline >= 0 && left == 0)
+      return MPROC_ETIMEDOUT;
+    if (left < 0)
+      apr_thread_cond_wait(p->changed, p->mu);
+    else
+      apr_thread_cond_timedwait(p->changed, p->mu, (apr_interval_time_t)(left * 1e6) + 1);
+  }
+  return 0;
+}
+
+int mproc_result_wait(mproc_result *r, double timeout) {
+  int e;
+  if ((e = result_check(r, "mproc_result_wait")) != 0)
+    return e;
+  if (timeout != 0 && (e = not_dispatcher(r->pool, "mproc_result_wait")) != 0)
+    return e;
+  apr_thread_mutex_lock(r->pool->mu);
+  e = wait_ready(r, timeout);
+  apr_thread_mutex_unlock(r->pool->mu);
+  if (e == MPROC_ETIMEDOUT)
+    return mproc__error(e, "mproc_result_wait: not ready within %gs", timeout);
+  return 0;
+}
+
+int mproc_result_get(mproc_result *r, double timeout, const void **data, size_t *len) {
+  int e = mproc_result_wait(r, timeout);
+  if (e != 0)
+    return e;
+  if (r->failed)
+    return mproc__error(r->first_err, "%s", r->message ? r->message : "task failed");
+  if (data && len) {
+    switch (r->kind) {
+    case J_APPLY:
+      *data = r->outs[0].data;
+      *len = r->outs[0].len;
+      break;
+    case J_MAP:
+      *data = r->out;
+      *len = r->n * r->out_size;
+      break;
+    default:
+      *data = NULL;
+      *len = r->n;
+    }
+  }
+  return 0;
+}
+
+bool mproc_result_ready(mproc_result *r) {
+  bool ready;
+  if (r == NULL || r->pool == NULL)
+    return false;
+  apr_thread_mutex_lock(r->pool->mu);
+  ready = r->ready;
+  apr_thread_mutex_unlock(r->pool->mu);
+  return ready;
+}
+
+int mproc_result_successful(mproc_result *r) {
+  int e;
+  if ((e = result_check(r, "mproc_result_successful")) != 0)
+    return e;
+  if (!mproc_result_ready(r))
+    return mproc__error(MPROC_ESTATE, "mproc_result_successful: the result is not ready");
+  return r->failed == 0;
+}
+
+const char *mproc_result_message(mproc_result *r) {
+  if (r == NULL || !mproc_result_ready(r) || r->message == NULL)
+    return "";
+  return r->message;
+}
+
+int mproc_result_item(mproc_result *r, size_t i, const void **data, size_t *len) {
+  int e;
+  if ((e = result_check(r, "mproc_result_item")) != 0)
+    return e;
+  if (!mproc_result_ready(r))
+    return mproc__error(MPROC_ESTATE, "mproc_result_item: the result is not ready");
+  if (i >= r->n || r->kind == J_ITER)
+    return mproc__error(MPROC_EINVAL, "mproc_result_item: no item %zu", i);
+  if (r->kind == J_MAP) {
+    int st = r->outs ? r->outs[i].status : 0;
+    if (st != 0)
+      return mproc__error(st, "mproc_result_item: item %zu failed", i);
+    if (data)
+      *data = (unsigned char *)r->out + i * r->out_size;
+    if (len)
+      *len = r->out_size;
+    return 0;
+  }
+  if (r->outs[i].status != 0)
+    return mproc__error(r->outs[i].status, "%s", (const char *)r->outs[i].data);
+  if (data)
+    *data = r->outs[i].data;
+  if (len)
+    *len = r->outs[i].len;
+  return 0;
+}
+
+int mproc_result_cancel(mproc_result *r) {
+  mproc_pool *p;
+  int e;
+  if ((e = result_check(r, "mproc_result_cancel")) != 0)
+    return e;
+  p = r->pool;
+  apr_thread_mutex_lock(p->mu);
+  if (!r->ready && !r->cancelled) {
+    r->cancelled = true;
+    r->refs++;
+    job_fail_rest(p, r, MPROC_ECANCELED, "canceled");
+    for (int i = 0; i < p->nworkers; i++)
+      for (int k = 0; k < p->w[i].ninflight; k++)
+        if (p->w[i].inflight[k]->job == r) {
+          worker_kill(p, &p->w[i], MPROC_ECANCELED);
+          break;
+        }
+    wake_dispatcher(p);
+    job_unref(r);
+  }
+  apr_thread_mutex_unlock(p->mu);
+  return 0;
+}
+
+void mproc_result_free(mproc_result *r) {
+  mproc_pool *p;
+  if (r == NULL || r->pool == NULL)
+    return;
+  p = r->pool;
+  apr_thread_mutex_lock(p->mu);
+  bool last_pool_ref = p->refs == 1 && r->refs == 1;
+  job_unref(r);
+  if (!last_pool_ref)
+    apr_thread_mutex_unlock(p->mu);
+}
+
+/* -------------------------------------------------------- iteration */
+
+int mproc_iter_next(mproc_iter *it, double timeout, size_t *index, const void **data,
+                    size_t *len) {
+  mproc_result *j = (mproc_result *)it;
+  int64_t deadline = mproc__deadline(timeout);
+  mproc_pool *p;
+  int e;
+
+  if (j == NULL || j->pool == NULL || index == NULL || data == NULL || len == NULL)
+    return mproc__error(MPROC_EINVAL, "mproc_iter_next: NULL argument");
+  p = j->pool;
+  if (timeout != 0 && (e = not_dispatcher(p, "mproc_iter_next")) != 0)
+    return e;
+  apr_thread_mutex_lock(p->mu);
+  out_free(&j->current);
+  for (;;) {
+    iter_entry *e2 = NULL;
+    if (j->ordered) {
+      iter_entry *c = &j->ring[j->consumed % j->window];
+      if (j->consumed < j->n && c->present && c->index == j->consumed)
+        e2 = c;
+    } else if (j->fifo_len > 0) {
+      e2 = &j->ring[j->fifo[j->fifo_head]];
+      j->free_slots[j->nfree++] = j->fifo[j->fifo_head];
+      j->fifo_head = (j->fifo_head + 1) % j->window;
+      j->fifo_len--;
+    }
+    if (e2 != NULL) {
+      e2->present = false;
+      j->current = e2->out;
+      e2->out.data = NULL;
+      j->consumed++;
+      *index = e2->index;
+      /* The consumer caught up: the pool may draw more. */
+      if (!j->ready && !j->cancelled) {
+        list_pending(p, j);
+        wake_dispatcher(p);
+      }
+      apr_thread_mutex_unlock(p->mu);
+      if (j->current.status != 0)
+        return mproc__error(j->current.status, "item %zu: %s", *index,
+                            (const char *)j->current.data);
+      *data = j->current.data;
+      *len = j->current.len;
+      return 0;
+    }
+    if (j->consumed >= j->n && (j->src == NULL || j->src_done)) {
+      apr_thread_mutex_unlock(p->mu);
+      return mproc__error(MPROC_EOF, "mproc_iter_next: no more results");
+    }
+    double left = mproc__remaining(deadline);
+    if (deadline >= 0 && left == 0) {
+      apr_thread_mutex_unlock(p->mu);
+      return mproc__error(MPROC_ETIMEDOUT, "mproc_iter_next: no result within %gs", timeout);
+    }
+    if (left < 0)
+      apr_thread_cond_wait(p->changed, p->mu);
+    else
+      apr_thread_cond_timedwait(p->changed, p->mu, (apr_interval_time_t)(left * 1e6) + 1);
+  }
+}
+
+void mproc_iter_free(mproc_iter *it) {
+  mproc_result *j = (mproc_result *)it;
+  if (j == NULL || j->pool == NULL)
+    return;
+  mproc_result_cancel(j);
+  mproc_result_free(j);
+}
+
+/* ------------------------------------------------------------ control */
+
+int mproc_pool_apply(mproc_pool *p, mproc_fn fn, const void *arg, size_t len, void **out,
+                     size_t *outlen) {
+  mproc_result *r;
+  const void *data;
+  size_t n;
+  int e;
+  if (out == NULL || outlen == NULL)
+    return mproc__error(MPROC_EINVAL, "mproc_pool_apply: out and outlen must not be NULL");
+  if ((e = pool_check(p, "mproc_pool_apply")) != 0 || (e = not_dispatcher(p, "mproc_pool_apply")) != 0 ||
+      (e = mproc_pool_apply_async(p, fn, arg, len, NULL, &r)) != 0)
+    return e;
+  e = mproc_result_get(r, MPROC_FOREVER, &data, &n);
+  if (e == 0) {
+    /* Hand over the result's buffer instead of copying it. */
+    *out = r->outs[0].data ? r->outs[0].data : malloc(1);
+    r->outs[0].data = NULL;
+    *outlen = n;
+    if (*out == NULL)
+      e = mproc__error(MPROC_ENOMEM, "mproc_pool_apply: out of memory");
+  }
+  mproc_result_free(r);
+  return e;
+}
+
+int mproc_pool_map(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
+                   void *out, size_t out_size, size_t chunksize) {
+  mproc_result *r;
+  int e;
+  if ((e = pool_check(p, "mproc_pool_map")) != 0 || (e = not_dispatcher(p, "mproc_pool_map")) != 0 ||
+      (e = mproc_pool_map_async(p, fn, in, n, in_size, out, out_size, chunksize, NULL, &r)) != 0)
+    return e;
+  e = mproc_result_get(r, MPROC_FOREVER, NULL, NULL);
+  mproc_result_free(r);
+  return e;
+}
+
+int mproc_pool_close(mproc_pool *p) {
+  int e;
+  if ((e = pool_check(p, "mproc_pool_close")) != 0)
+    return e;
+  apr_thread_mutex_lock(p->mu);
+  if (p->state == P_RUN)
+    p->state = P_CLOSE;
+  wake_dispatcher(p);
+  apr_thread_mutex_unlock(p->mu);
+  return 0;
+}
+
+int mproc_pool_terminate(mproc_pool *p) {
+  int e;
+  if ((e = pool_check(p, "mproc_pool_terminate")) != 0)
+    return e;
+  apr_thread_mutex_lock(p->mu);
+  p->state = P_TERMINATE;
+  wake_dispatcher(p);
+  apr_thread_mutex_unlock(p->mu);
+  return 0;
+}
+
+int mproc_pool_join(mproc_pool *p) {
+  apr_status_t st;
+  int e;
+  if ((e = pool_check(p, "mproc_pool_join")) != 0 || (e = not_dispatcher(p, "mproc_pool_join")) != 0)
+    return e;
+  apr_thread_mutex_lock(p->mu);
+  if (p->state == P_RUN) {
+    apr_thread_mutex_unlock(p->mu);
+    return mproc__error(MPROC_ESTATE, "mproc_pool_join: call mproc_pool_close or "
+                                      "mproc_pool_terminate first");
+  }
+  apr_thread_mutex_unlock(p->mu);
+  if (!p->joined) {
+    apr_thread_join(&st, p->thread);
+    p->joined = true;
+    if (p->server_proc) {
+      /* The fork server ends when its channel does; its workers with it. */
+      mproc_conn_free(p->server);
+      p->server = NULL;
+      mproc_process_join(p->server_proc, MPROC_FOREVER);
+      mproc_process_free(p->server_proc);
+      p->server_proc = NULL;
+    }
+  }
+  return 0;
+}
+
+void mproc_pool_free(mproc_pool *p) {
+  if (p == NULL || p->hdr.magic != MPROC__MAGIC)
+    return;
+  if (!p->joined) {
+    mproc_pool_terminate(p);
+    mproc_pool_join(p);
+  }
+  apr_thread_mutex_lock(p->mu);
+  p->hdr.magic = 0;
+  bool last = p->refs == 1;
+  pool_unref(p);
+  if (!last)
+    apr_thread_mutex_unlock(p->mu);
+}
