@@ -22,7 +22,13 @@ struct mproc_conn {
   bool have_header;     /* a frame's header was read and its payload not yet */
   uint64_t pending_len; /* that frame's payload length */
   size_t max_message;   /* 0: no limit */
+  /* Bytes read ahead: small frames arrive header and payload in one read, and
+   * several at a time. rbuf[rpos..rlen) is what is buffered. */
+  unsigned char *rbuf;
+  size_t rpos, rlen;
 };
+
+#define READ_AHEAD ((size_t)16384)
 
 static void put_le(unsigned char *p, uint64_t v, int n) {
   for (int i = 0; i < n; i++)
@@ -101,13 +107,34 @@ int mproc_conn_send(mproc_conn *c, const void *data, size_t len) {
   return mproc__os_write2(c->fd, c->duplex, head, sizeof head, data, len);
 }
 
+/* Reads up to want bytes, from the read-ahead first; large reads go straight to
+ * dst. *got is 0 only at end of stream. */
+static int conn_read(mproc_conn *c, void *dst, size_t want, size_t *got) {
+  int r;
+  if (c->rpos == c->rlen && want < READ_AHEAD) {
+    if (c->rbuf == NULL && (c->rbuf = malloc(READ_AHEAD)) == NULL)
+      return mproc__os_read(c->fd, dst, want, got);
+    c->rpos = c->rlen = 0;
+    if ((r = mproc__os_read(c->fd, c->rbuf, READ_AHEAD, &c->rlen)) != 0)
+      return r;
+  }
+  if (c->rpos < c->rlen) {
+    size_t n = c->rlen - c->rpos < want ? c->rlen - c->rpos : want;
+    memcpy(dst, c->rbuf + c->rpos, n);
+    c->rpos += n;
+    *got = n;
+    return 0;
+  }
+  return mproc__os_read(c->fd, dst, want, got);
+}
+
 /* Reads exactly len bytes; MPROC_EOF if the stream ends first. */
 static int read_full(mproc_conn *c, void *buf, uint64_t len) {
   unsigned char *p = buf;
   while (len > 0) {
     size_t got;
     size_t want = len > SIZE_MAX ? SIZE_MAX : (size_t)len;
-    int r = mproc__os_read(c->fd, p, want, &got);
+    int r = conn_read(c, p, want, &got);
     if (r != 0)
       return r;
     if (got == 0)
@@ -128,7 +155,7 @@ static int next_header(mproc_conn *c, const char *fn) {
   if (c->have_header)
     return 0;
   /* The first read tells a clean end of stream (nothing at all) from a frame. */
-  if ((r = mproc__os_read(c->fd, head, sizeof head, &got)) != 0)
+  if ((r = conn_read(c, head, sizeof head, &got)) != 0)
     return r;
   if (got == 0)
     return mproc__error(MPROC_EOF, "%s: the peer closed the connection", fn);
@@ -236,7 +263,19 @@ int mproc_conn_recv_into(mproc_conn *c, void *buf, size_t cap, size_t *len) {
 
 /* A frame whose header was read and whose payload is empty is ready without the
  * descriptor saying so. */
-static bool ready_in_memory(const mproc_conn *c) { return c->have_header && c->pending_len == 0; }
+static bool ready_in_memory(const mproc_conn *c) {
+  size_t buffered = c->rlen - c->rpos;
+  uint64_t need;
+  if (c->have_header)
+    return buffered >= c->pending_len;
+  if (buffered < FRAME_HEADER)
+    return false;
+  /* A whole frame read ahead (or a malformed header, which recv reports at once). */
+  need = get_le(c->rbuf + c->rpos + 8, 8);
+  return get_le(c->rbuf + c->rpos, 4) != FRAME_MAGIC || buffered - FRAME_HEADER >= need;
+}
+
+bool mproc__conn_buffered(const mproc_conn *c) { return ready_in_memory(c); }
 
 int mproc_conn_poll(mproc_conn *c, double timeout) {
   unsigned char ready;
@@ -319,6 +358,7 @@ void mproc_conn_free(mproc_conn *c) {
     return;
   if (!c->closed)
     mproc__os_close(c->fd);
+  free(c->rbuf);
   c->hdr.magic = 0; /* so that a stale pointer in a share list is caught */
   free(c);
 }
@@ -338,6 +378,8 @@ static void conn_encode(const void *obj, mproc__buf *b) {
                             (uint64_t)c->have_header << 4);
   mproc__buf_put_u64(b, c->pending_len);
   mproc__buf_put_u64(b, c->max_message);
+  /* What was read ahead belongs to the child's copy now. */
+  mproc__buf_put_bytes(b, c->rbuf ? c->rbuf + c->rpos : NULL, c->rlen - c->rpos);
 }
 
 static int conn_decode(const mproc__kind_ops *ops, mproc__rd *rd, const mproc__fd *fds,
@@ -345,6 +387,8 @@ static int conn_decode(const mproc__kind_ops *ops, mproc__rd *rd, const mproc__f
   uint64_t bits = mproc__rd_u64(rd);
   uint64_t pending = mproc__rd_u64(rd);
   uint64_t max = mproc__rd_u64(rd);
+  size_t ahead;
+  const void *bytes = mproc__rd_bytes(rd, &ahead);
   mproc_conn *c = NULL;
   int r;
 
@@ -357,6 +401,14 @@ static int conn_decode(const mproc__kind_ops *ops, mproc__rd *rd, const mproc__f
   c->have_header = (bits >> 4) & 1;
   c->pending_len = pending;
   c->max_message = (size_t)max;
+  if (ahead > 0) {
+    if ((c->rbuf = malloc(ahead > READ_AHEAD ? ahead : READ_AHEAD)) == NULL) {
+      mproc_conn_free(c);
+      return mproc__error(MPROC_ENOMEM, "cannot allocate a connection's buffer");
+    }
+    memcpy(c->rbuf, bytes, ahead);
+    c->rlen = ahead;
+  }
   *obj = c;
   return 0;
 }

@@ -146,6 +146,9 @@ const mproc__kind_ops *mproc__kind_ops_get(uint64_t kind);
 extern const mproc__kind_ops mproc__conn_ops, mproc__queue_ops, mproc__lock_ops,
     mproc__sem_ops, mproc__event_ops, mproc__cond_ops, mproc__shm_ops;
 
+/* Whether a whole frame was already read ahead: a loop that polls descriptors
+ * must drain these first, since the descriptor will not say so. */
+bool mproc__conn_buffered(const mproc_conn *c);
 /* A connection over an existing descriptor (the spawn bootstrap's pipe). */
 int mproc__conn_wrap(mproc_conn **c, mproc__fd fd, bool readable, bool writable, bool duplex);
 

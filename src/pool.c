@@ -135,6 +135,7 @@ struct mproc_pool {
   worker *w;
   mproc__poolseg *seg;
   mproc_conn *server; /* fork: the fork server's control channel */
+  mproc_conn *fdchan; /* fork: where the workers' descriptors go to the server */
   mproc_process *server_proc;
   mproc__fd wake[2];
   bool wake_pending;
@@ -558,7 +559,7 @@ static int worker_start(mproc_pool *p, worker *w) {
     mproc__buf_put_u64(&b, (uint64_t)w->slot);
     r = b.err ? b.err : mproc_conn_send(p->server, b.data, b.len);
     if (r == 0)
-      r = mproc__os_send_fd((mproc__fd)mproc_conn_fileno(p->server),
+      r = mproc__os_send_fd((mproc__fd)mproc_conn_fileno(p->fdchan),
                             (mproc__fd)mproc_conn_fileno(theirs));
     mproc__buf_free(&b);
     w->pid = 0; /* told by MSG_SPAWNED */
@@ -799,7 +800,16 @@ static double check_timeouts(mproc_pool *p) {
   return next;
 }
 
+static void on_server_message(mproc_pool *p);
+
+/* Every message there is: those read ahead as well as the one that woke us. */
 static void on_server(mproc_pool *p) {
+  do
+    on_server_message(p);
+  while (p->server && !p->broken && mproc__conn_buffered(p->server));
+}
+
+static void on_server_message(mproc_pool *p) {
   void *msg;
   size_t len;
   mproc__rd rd;
@@ -837,7 +847,15 @@ static void on_server(mproc_pool *p) {
   free(msg);
 }
 
+static void on_worker_message(mproc_pool *p, worker *w);
+
 static void on_worker_readable(mproc_pool *p, worker *w) {
+  do
+    on_worker_message(p, w);
+  while (w->alive && !w->eof && w->ch && mproc__conn_buffered(w->ch));
+}
+
+static void on_worker_message(mproc_pool *p, worker *w) {
   void *msg = NULL;
   size_t len;
   int r;
@@ -1116,23 +1134,35 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
 
   if (p->method == MPROC_START_FORK) {
     /* The fork server, forked now, before the pool's thread exists. */
-    mproc_conn *theirs;
+    mproc_conn *theirs = NULL, *theirs_fd = NULL;
     mproc__buf cb = {0};
-    if ((r = mproc_pipe(&p->server, &theirs, true)) != 0)
+    void **sshare = malloc((p->nshare + 1) * sizeof *sshare);
+    if (sshare == NULL) {
+      r = mproc__error(MPROC_ENOMEM, "cannot allocate a pool");
       goto fail;
+    }
+    if ((r = mproc_pipe(&p->server, &theirs, true)) != 0 ||
+        (r = mproc_pipe(&p->fdchan, &theirs_fd, true)) != 0) {
+      free(sshare);
+      mproc_conn_free(theirs);
+      goto fail;
+    }
     mproc__worker_conf_encode(&p->wconf, &cb);
-    p->share[0] = theirs;
+    memcpy(sshare, p->share, p->nshare * sizeof *sshare);
+    sshare[0] = theirs;
+    sshare[p->nshare] = theirs_fd;
     mproc_process_opts so = {.start_method = MPROC_START_FORK,
                              .name = "PoolForkServer",
                              .daemon = true,
-                             .share = p->share,
-                             .nshare = p->nshare};
+                             .share = sshare,
+                             .nshare = p->nshare + 1};
     r = cb.err ? cb.err
                : mproc_process_start(&p->server_proc, mproc__pool_server_main, cb.data, cb.len,
                                      &so);
     mproc__buf_free(&cb);
     mproc_conn_free(theirs);
-    p->share[0] = NULL;
+    mproc_conn_free(theirs_fd);
+    free(sshare);
     if (r != 0)
       goto fail;
   }
@@ -1159,6 +1189,7 @@ fail_workers:
     mproc_conn_free(p->w[i].ch);
   }
 fail:
+  mproc_conn_free(p->fdchan);
   if (p->server_proc) {
     mproc_conn_free(p->server);
     mproc_process_join(p->server_proc, MPROC_FOREVER);
@@ -1206,7 +1237,7 @@ static int submit(mproc_pool *p, mproc_result *j, const char *fn) {
 
 static int job_new(mproc_pool *p, mproc_fn fn, job_kind kind, const mproc_callbacks *cb,
                    mproc_result **out, const char *fname) {
-  mproc_result *j;
+  mproc_result *j = NULL;
   int r;
   if ((r = pool_check(p, fname)) != 0)
     return r;
@@ -1236,7 +1267,7 @@ static size_t default_chunksize(mproc_pool *p, size_t n, size_t chunksize) {
 
 int mproc_pool_apply_async(mproc_pool *p, mproc_fn fn, const void *arg, size_t len,
                            const mproc_callbacks *cb, mproc_result **r) {
-  mproc_result *j;
+  mproc_result *j = NULL;
   int e;
   if (r == NULL || (arg == NULL && len > 0))
     return mproc__error(MPROC_EINVAL, "mproc_pool_apply_async: r is NULL, or arg NULL with len");
@@ -1266,7 +1297,7 @@ int mproc_pool_apply_async(mproc_pool *p, mproc_fn fn, const void *arg, size_t l
 int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
                          void *out, size_t out_size, size_t chunksize, const mproc_callbacks *cb,
                          mproc_result **r) {
-  mproc_result *j;
+  mproc_result *j = NULL;
   int e;
   if (r == NULL || (in == NULL && n > 0 && in_size > 0) || (out == NULL && n > 0 && out_size > 0))
     return mproc__error(MPROC_EINVAL, "mproc_pool_map_async: r, in or out is NULL");
@@ -1289,7 +1320,7 @@ int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const void *in, size_t n, s
 
 int mproc_pool_map_v(mproc_pool *p, mproc_fn fn, const mproc_item *items, size_t n,
                      size_t chunksize, const mproc_callbacks *cb, mproc_result **r) {
-  mproc_result *j;
+  mproc_result *j = NULL;
   int e;
   if (r == NULL || (items == NULL && n > 0))
     return mproc__error(MPROC_EINVAL, "mproc_pool_map_v: r or items is NULL");
@@ -1316,7 +1347,7 @@ int mproc_pool_map_v(mproc_pool *p, mproc_fn fn, const mproc_item *items, size_t
 static int iter_new(mproc_pool *p, mproc_fn fn, const void *in, size_t n, size_t in_size,
                     mproc_source src, void *user, size_t chunksize, bool ordered,
                     mproc_iter **it, const char *fname) {
-  mproc_result *j;
+  mproc_result *j = NULL;
   int e;
   if (it == NULL || (!src && in == NULL && n > 0 && in_size > 0))
     return mproc__error(MPROC_EINVAL, "%s: it or in is NULL", fname);
@@ -1669,7 +1700,8 @@ int mproc_pool_join(mproc_pool *p) {
     if (p->server_proc) {
       /* The fork server ends when its channel does; its workers with it. */
       mproc_conn_free(p->server);
-      p->server = NULL;
+      mproc_conn_free(p->fdchan);
+      p->server = p->fdchan = NULL;
       mproc_process_join(p->server_proc, MPROC_FOREVER);
       mproc_process_free(p->server_proc);
       p->server_proc = NULL;

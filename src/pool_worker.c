@@ -230,15 +230,21 @@ static int server_say(mproc_conn *ctl, uint64_t type, uint64_t slot, uint64_t pi
   return r;
 }
 
+/* Share list: [0] the control channel, [1] the slots, the user's objects, and last
+ * the channel that carries only the workers' descriptors (kept apart because a
+ * connection reads ahead, which would swallow a descriptor sent beside a frame). */
 int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
   mproc_conn *ctl = mproc_shared(ctx, 0);
+  mproc_conn *fdchan = mproc_shared(ctx, ctx->nshared - 1);
+  size_t nworker_share = ctx->nshared - 1; /* the worker's list: its channel, slots, user's */
   mproc__rd rd = {arg, (const unsigned char *)arg + len, 0};
   worker_conf conf;
   served *w = NULL;
   size_t nw = 0;
   int r = 0;
 
-  if (ctl == NULL || mproc__worker_conf_decode(&rd, &conf) != 0)
+  if (ctl == NULL || fdchan == NULL || ctx->nshared < 3 ||
+      mproc__worker_conf_decode(&rd, &conf) != 0)
     return 2;
   for (;;) {
     /* Wait on the parent and on every worker's exit at once. */
@@ -250,7 +256,10 @@ int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
     fds[0] = (mproc__fd)mproc_conn_fileno(ctl);
     for (size_t i = 0; i < nw; i++)
       fds[i + 1] = mproc__process_waitfd(w[i].p);
-    r = mproc__os_poll_read(fds, nw + 1, nw ? 1.0 : -1, ready, &nready);
+    /* A message read ahead with the last one is not on the descriptor any more. */
+    bool buffered = mproc__conn_buffered(ctl);
+    r = mproc__os_poll_read(fds, nw + 1, buffered ? 0 : nw ? 1.0 : -1, ready, &nready);
+    ready[0] |= buffered;
     /* Without a wait descriptor (no pidfd), exits are found by polling each second. */
     for (size_t i = 0; r == 0 && i < nw;) {
       int code;
@@ -288,21 +297,22 @@ int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
       mproc_conn *ch = NULL;
       mproc_process *p = NULL;
       served *grown;
-      void **share = malloc(ctx->nshared * sizeof *share);
+      void **share = malloc(nworker_share * sizeof *share);
       mproc__buf cb = {0};
-      if (share == NULL || (r = mproc__os_recv_fd((mproc__fd)mproc_conn_fileno(ctl), &fd)) != 0)
+      if (share == NULL ||
+          (r = mproc__os_recv_fd((mproc__fd)mproc_conn_fileno(fdchan), &fd)) != 0)
         break;
       conf.slot = slot;
       mproc__worker_conf_encode(&conf, &cb);
       r = mproc__conn_wrap(&ch, fd, true, true, true);
       if (r == 0) {
         share[0] = ch;
-        memcpy(share + 1, ctx->shared + 1, (ctx->nshared - 1) * sizeof *share);
+        memcpy(share + 1, ctx->shared + 1, (nworker_share - 1) * sizeof *share);
         mproc_process_opts o = {.start_method = MPROC_START_FORK,
                                 .name = "PoolWorker",
                                 .daemon = true,
                                 .share = share,
-                                .nshare = ctx->nshared};
+                                .nshare = nworker_share};
         r = cb.err ? cb.err
                    : mproc_process_start(&p, mproc__pool_worker_main, cb.data, cb.len, &o);
       }
