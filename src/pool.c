@@ -117,6 +117,7 @@ typedef struct worker {
   uint64_t seen_seq;
   int64_t seen_at;
   int kill_reason; /* 0, MPROC_ETIMEDOUT or MPROC_ECANCELED once we killed it */
+  bool sending;    /* a thread writes to ch without the lock: nobody else may */
 } worker;
 
 struct mproc_pool {
@@ -139,6 +140,8 @@ struct mproc_pool {
   mproc_process *server_proc;
   mproc__fd wake[2];
   bool wake_pending;
+  int send_waiters; /* threads waiting for a worker's `sending` to clear */
+  bool waiters_due;  /* results changed: broadcast `changed` after unlocking */
   mproc__buf conf; /* encoded worker_conf (slot filled per worker) */
   worker_conf wconf;
   void **share; /* [channel placeholder, slots, user's ...] */
@@ -228,6 +231,16 @@ static void record_error(mproc_result *j, size_t index, int status, const char *
   }
 }
 
+/* Wakes the threads waiting on results. The dispatcher does it once it has let go
+ * of the lock (before it polls), or each woken thread would at once block on the
+ * lock it still holds. */
+static void notify_waiters(mproc_pool *p) {
+  if (dispatcher_of == p)
+    p->waiters_due = true;
+  else
+    apr_thread_cond_broadcast(p->changed);
+}
+
 static void live_unlink(mproc_pool *p, mproc_result *j) {
   if (j->live_prev)
     j->live_prev->live_next = j->live_next;
@@ -257,20 +270,38 @@ static void job_finish(mproc_pool *p, mproc_result *j) {
     }
   }
   job_unref(j); /* the pool's hold */
-  apr_thread_cond_broadcast(p->changed);
+  notify_waiters(p);
 }
 
-/* Stores the outcome of item index (taking data). */
-static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, void *data,
+/* A copy of data with a NUL after it (results may be read as strings, messages are);
+ * on failure, status turns into MPROC_ENOMEM. */
+static void *keep_copy(const void *data, size_t len, int *status) {
+  char *copy = len < SIZE_MAX ? malloc(len + 1) : NULL;
+  if (copy == NULL) {
+    *status = MPROC_ENOMEM;
+    return NULL;
+  }
+  if (len)
+    memcpy(copy, data, len);
+  copy[len] = '\0';
+  return copy;
+}
+
+/* Stores the outcome of item index: its result bytes, or its error message (a
+ * string) when status is not 0. */
+static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, const void *data,
                       size_t len) {
-  if (status != 0)
+  if (status != 0) {
+    len = data ? strlen(data) : 0;
     record_error(j, index, status, data);
+  }
   switch (j->kind) {
   case J_APPLY:
-  case J_MAPV:
-    j->outs[index] = (item_out){status, data, len};
-    data = NULL;
+  case J_MAPV: {
+    void *copy = keep_copy(data, len, &status);
+    j->outs[index] = (item_out){status, copy, copy ? len : 0};
     break;
+  }
   case J_MAP:
     if (status == 0 && j->out_size != 0 && len != j->out_size) {
       char msg[160];
@@ -293,19 +324,18 @@ static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, 
      * index % window is theirs alone. Unordered: any free position. */
     size_t at = j->ordered ? index % j->window : j->free_slots[--j->nfree];
     iter_entry *e = &j->ring[at];
+    void *copy = keep_copy(data, len, &status);
     e->index = index;
-    e->out = (item_out){status, data, len};
+    e->out = (item_out){status, copy, copy ? len : 0};
     e->present = true;
-    data = NULL;
     if (!j->ordered)
       j->fifo[(j->fifo_head + j->fifo_len++) % j->window] = at;
     break;
   }
   }
-  free(data);
   j->done++;
   if (j->kind == J_ITER)
-    apr_thread_cond_broadcast(p->changed);
+    notify_waiters(p);
   if (j->done == j->n)
     job_finish(p, j);
 }
@@ -319,7 +349,7 @@ static void job_fail_rest(mproc_pool *p, mproc_result *j, int status, const char
     j->src_done = true;
   }
   for (size_t i = j->next; i < end; i++)
-    item_done(p, j, i, status, strdup(msg), 0);
+    item_done(p, j, i, status, msg, 0);
   j->next = end;
   if (!j->ready && j->done == j->n)
     job_finish(p, j);
@@ -505,13 +535,13 @@ static void requeue_rest(mproc_pool *p, chunk *c, size_t from) {
     return;
   if (j->cancelled) {
     for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->indices[k], MPROC_ECANCELED, strdup("canceled"), 0);
+      item_done(p, j, c->indices[k], MPROC_ECANCELED, "canceled", 0);
     return;
   }
   chunk *n = chunk_new(p, j, c->count - from);
   if (n == NULL) {
     for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->indices[k], MPROC_ENOMEM, strdup("out of memory requeueing"), 0);
+      item_done(p, j, c->indices[k], MPROC_ENOMEM, "out of memory requeueing", 0);
     return;
   }
   for (size_t k = from; k < c->count; k++) {
@@ -604,6 +634,12 @@ static void describe_exit(char *buf, size_t cap, long pid, int64_t code) {
 /* The worker's channel ended and its exit code is known: settle what it held, and
  * replace it if the pool still needs workers. */
 static void worker_dead(mproc_pool *p, worker *w) {
+  /* The channel is freed below: let a thread writing to it finish first. */
+  while (w->sending) {
+    p->send_waiters++;
+    apr_thread_cond_wait(p->changed, p->mu);
+    p->send_waiters--;
+  }
   pool_seg *seg = p->seg->base.seg.addr;
   pool_slot *s = &seg->slots[w->slot];
   bool running = atomic_load(&s->running) != 0;
@@ -627,7 +663,7 @@ static void worker_dead(mproc_pool *p, worker *w) {
       requeue_rest(p, c, (size_t)rindex + 1);
       c->count = (size_t)rindex; /* what stays before the failed item */
       requeue_rest(p, c, from);
-      item_done(p, c->job, c->indices[rindex], status, strdup(msg), 0);
+      item_done(p, c->job, c->indices[rindex], status, msg, 0);
     } else {
       requeue_rest(p, c, from);
     }
@@ -658,7 +694,7 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
     chunk *c = p->retry;
     p->retry = c->next;
     for (size_t k = 0; k < c->count; k++)
-      item_done(p, c->job, c->indices[k], status, strdup(msg), 0);
+      item_done(p, c->job, c->indices[k], status, msg, 0);
     chunk_free(c);
   }
   p->retry_tail = NULL;
@@ -667,7 +703,7 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
     for (int k = 0; k < w->ninflight; k++) {
       chunk *c = w->inflight[k];
       for (size_t x = c->reported; x < c->count; x++)
-        item_done(p, c->job, c->indices[x], status, strdup(msg), 0);
+        item_done(p, c->job, c->indices[x], status, msg, 0);
       chunk_free(c);
     }
     w->ninflight = 0;
@@ -704,19 +740,21 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
   for (uint64_t x = 0; x < k; x++) {
     int status = (int)(int64_t)mproc__rd_u64(rd);
     size_t len;
-    const void *d = mproc__rd_bytes(rd, &len);
-    void *copy;
+    const void *d;
+    char msg[512];
+    if (status != 0) {
+      /* The message comes as a string of its own: make it NUL-terminated. */
+      d = mproc__rd_bytes(rd, &len);
+      snprintf(msg, sizeof msg, "%.*s", (int)(len < sizeof msg ? len : sizeof msg - 1),
+               (const char *)d);
+      d = msg;
+    } else {
+      d = mproc__rd_bytes(rd, &len);
+    }
     if (rd->err)
       return;
-    copy = malloc(len + 1);
-    if (copy != NULL) {
-      memcpy(copy, d, len);
-      ((char *)copy)[len] = '\0';
-    } else {
-      status = MPROC_ENOMEM;
-    }
     c->reported++;
-    item_done(p, c->job, c->indices[c->reported - 1], status, copy, len);
+    item_done(p, c->job, c->indices[c->reported - 1], status, d, len);
   }
   if (c->reported == c->count) {
     memmove(&w->inflight[at], &w->inflight[at + 1],
@@ -728,10 +766,35 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
 
 /* ----------------------------------------------------------- dispatch */
 
+/* Hands c to w and writes it, without the lock during the write. Non-zero when the
+ * write failed: the worker is going away, and its death requeues the chunk. */
+static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
+  int r;
+  w->inflight[w->ninflight++] = c;
+  w->assigned += c->count;
+  if (w->ninflight == 1)
+    w->seen_at = mproc__deadline(0);
+  w->sending = true;
+  apr_thread_mutex_unlock(p->mu);
+  r = mproc_conn_send(w->ch, c->msg.data, c->msg.len);
+  apr_thread_mutex_lock(p->mu);
+  w->sending = false;
+  if (p->send_waiters > 0)
+    apr_thread_cond_broadcast(p->changed);
+  return r;
+}
+
+static bool can_send(const mproc_pool *p, const worker *w) {
+  return w->alive && !w->eof && !w->sending && w->ninflight < WINDOW &&
+         p->state != P_TERMINATE && !p->broken &&
+         (p->method == MPROC_START_SPAWN || w->pid != 0) &&
+         (p->maxtasks == 0 || w->assigned < p->maxtasks);
+}
+
 static void send_work(mproc_pool *p) {
   for (int i = 0; i < p->nworkers; i++) {
     worker *w = &p->w[i];
-    while (w->alive && !w->eof && w->ninflight < WINDOW && p->state != P_TERMINATE &&
+    while (can_send(p, w) &&
            !p->broken && (p->method == MPROC_START_SPAWN || w->pid != 0)) {
       size_t limit = SIZE_MAX;
       chunk *c;
@@ -754,18 +817,8 @@ static void send_work(mproc_pool *p) {
           p->retry_tail = c;
         break;
       }
-      w->inflight[w->ninflight++] = c;
-      w->assigned += c->count;
-      if (w->ninflight == 1) {
-        w->seen_at = mproc__deadline(0);
-      }
-      apr_thread_mutex_unlock(p->mu);
-      int r = mproc_conn_send(w->ch, c->msg.data, c->msg.len);
-      apr_thread_mutex_lock(p->mu);
-      if (r != 0) {
-        /* The worker is going away; its death will requeue the chunk. */
+      if (send_chunk(p, w, c) != 0)
         break;
-      }
     }
   }
 }
@@ -978,7 +1031,11 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
         if (p->w[i].alive && mproc_conn_fileno(p->w[i].ch) < 0 &&
             mproc__process_waitfd(p->w[i].proc) == MPROC__FD_INVALID)
           timeout = 0.05; /* no wait descriptor: look again soon */
+    bool due = p->waiters_due;
+    p->waiters_due = false;
     apr_thread_mutex_unlock(p->mu);
+    if (due)
+      apr_thread_cond_broadcast(p->changed);
     int r = mproc__os_poll_read(fds, n, timeout, ready, &nready);
     apr_thread_mutex_lock(p->mu);
     if (r != 0)
@@ -1029,7 +1086,9 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
   free(ready);
   free(who);
   dispatcher_of = NULL;
-  apr_thread_exit(t, APR_SUCCESS);
+  /* Returning, not apr_thread_exit(): pthread_exit's unwinding gains nothing here
+   * and trips AddressSanitizer's thread teardown. */
+  (void)t;
   return NULL;
 }
 
@@ -1201,6 +1260,25 @@ fail:
 
 /* ------------------------------------------------------------ submit */
 
+/* A lone task with an idle worker goes straight from the submitting thread to the
+ * worker: waking the dispatcher to do it would add a thread switch to every round
+ * trip. The dispatcher sees the results as usual. */
+static bool direct_dispatch(mproc_pool *p, mproc_result *j) {
+  if (j->kind != J_APPLY || p->pending != j || p->retry != NULL || p->task_timeout > 0)
+    return false;
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->w[i];
+    if (can_send(p, w) && w->ninflight == 0) {
+      chunk *c = next_chunk(p, 1);
+      if (c == NULL)
+        return false;
+      send_chunk(p, w, c);
+      return true;
+    }
+  }
+  return false;
+}
+
 static int submit(mproc_pool *p, mproc_result *j, const char *fn) {
   int r;
   apr_thread_mutex_lock(p->mu);
@@ -1229,7 +1307,8 @@ static int submit(mproc_pool *p, mproc_result *j, const char *fn) {
     live_unlink(p, j);
   } else {
     list_pending(p, j);
-    wake_dispatcher(p);
+    if (!direct_dispatch(p, j))
+      wake_dispatcher(p);
   }
   apr_thread_mutex_unlock(p->mu);
   return 0;

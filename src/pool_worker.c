@@ -291,6 +291,7 @@ int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
     rd.end = rd.p + mlen;
     rd.err = 0;
     uint64_t type = mproc__rd_u64(&rd), slot = mproc__rd_u64(&rd);
+    uint64_t force = type == MSG_KILL ? mproc__rd_u64(&rd) : 0;
     free(msg);
     if (type == MSG_SPAWN) {
       mproc__fd fd;
@@ -330,7 +331,6 @@ int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
       w[nw++].slot = slot;
       server_say(ctl, MSG_SPAWNED, slot, (uint64_t)mproc_process_pid(p), 0, "");
     } else if (type == MSG_KILL) {
-      uint64_t force = mproc__rd_u64(&rd);
       for (size_t i = 0; i < nw; i++)
         if (w[i].slot == slot)
           force ? mproc_process_kill(w[i].p) : mproc_process_terminate(w[i].p);
