@@ -61,6 +61,7 @@ typedef struct mproc__rd {
 
 uint64_t mproc__rd_u64(mproc__rd *r);
 const void *mproc__rd_bytes(mproc__rd *r, size_t *len); /* points into the buffer */
+const void *mproc__rd_raw(mproc__rd *r, size_t len);     /* len bytes with no length word */
 char *mproc__rd_str(mproc__rd *r);                       /* malloc()ed, NULL for NULL */
 
 /* -------------------------------------------------------- share list */

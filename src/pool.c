@@ -17,10 +17,12 @@
 
 #include "pool.h"
 
-/* Chunks in flight per worker: one running and one waiting keeps the worker busy
- * while its results travel. Messages above SMALL go only to idle workers, so the
- * dispatcher never blocks writing to a worker that is blocked writing to it. */
-#define WINDOW 2
+/* Chunks in flight per worker: enough queued behind the running one that a worker
+ * never waits for its next task while its results travel, as long as they add up
+ * to SMALL bytes at most. Beyond that a chunk goes only to an idle worker, so the
+ * dispatcher never blocks writing to a worker that is blocked writing to it (a
+ * socket buffer holds more than SMALL). */
+#define WINDOW 8
 #define SMALL ((size_t)64 * 1024)
 
 typedef enum { J_APPLY, J_MAP, J_MAPV, J_ITER } job_kind;
@@ -97,6 +99,7 @@ typedef struct chunk {
   size_t start, count;
   size_t reported;  /* items whose results came back */
   size_t count_pos; /* where the item count sits in msg */
+  uint64_t item_size; /* every item's size, or UINT64_MAX when they vary */
   size_t *indices;  /* count item positions in the job (requeued chunks need not be contiguous) */
   mproc__buf msg;   /* the encoded task message */
   size_t *item_off; /* where each item's bytes start in msg */
@@ -113,6 +116,7 @@ typedef struct worker {
   mproc_conn *ch;
   chunk *inflight[WINDOW];
   int ninflight;
+  size_t inflight_bytes;
   size_t assigned; /* tasks sent (maxtasksperchild) */
   uint64_t seen_seq;
   int64_t seen_at;
@@ -364,6 +368,12 @@ static void chunk_free(chunk *c) {
   free(c);
 }
 
+/* Items of a map over an array all have one size: they travel unframed. */
+static uint64_t job_item_size(const mproc_result *j) {
+  return j->kind == J_MAP || (j->kind == J_ITER && j->src == NULL) ? (uint64_t)j->in_size
+                                                                     : UINT64_MAX;
+}
+
 static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
   chunk *c = calloc(1, sizeof *c);
   if (c == NULL)
@@ -383,18 +393,27 @@ static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
   mproc__buf_put_u64(&c->msg, j->offset);
   c->count_pos = c->msg.len;
   mproc__buf_put_u64(&c->msg, count);
+  c->item_size = job_item_size(j);
+  mproc__buf_put_u64(&c->msg, c->item_size);
   return c;
 }
 
 static void chunk_add(chunk *c, size_t k, size_t index, const void *data, size_t len) {
   c->indices[k] = index;
   c->item_off[k] = c->msg.len;
-  mproc__buf_put_bytes(&c->msg, data, len);
+  if (c->item_size == UINT64_MAX)
+    mproc__buf_put_bytes(&c->msg, data, len);
+  else
+    mproc__buf_put(&c->msg, data, len);
 }
 
 /* Item k's bytes inside a chunk's message. */
 static const void *chunk_item(const chunk *c, size_t k, size_t *len) {
   mproc__rd r = {c->msg.data + c->item_off[k], c->msg.data + c->msg.len, 0};
+  if (c->item_size != UINT64_MAX) {
+    *len = (size_t)c->item_size;
+    return mproc__rd_raw(&r, *len);
+  }
   return mproc__rd_bytes(&r, len);
 }
 
@@ -563,6 +582,7 @@ static int worker_start(mproc_pool *p, worker *w) {
   atomic_store(&seg->slots[w->slot].running, 0);
   w->alive = w->eof = w->have_code = false;
   w->ninflight = 0;
+  w->inflight_bytes = 0;
   w->assigned = 0;
   w->kill_reason = 0;
   w->seen_seq = atomic_load(&seg->slots[w->slot].seq);
@@ -670,6 +690,7 @@ static void worker_dead(mproc_pool *p, worker *w) {
     chunk_free(c);
   }
   w->ninflight = 0;
+  w->inflight_bytes = 0;
   w->alive = false;
   mproc_conn_free(w->ch);
   w->ch = NULL;
@@ -707,6 +728,7 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
       chunk_free(c);
     }
     w->ninflight = 0;
+    w->inflight_bytes = 0;
   }
   for (mproc_result *j = p->pending; j; j = j->next_pending)
     j->pending_listed = false;
@@ -725,8 +747,9 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
 
 /* ---------------------------------------------------------- messages */
 
-static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
+static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
   uint64_t id = mproc__rd_u64(rd), first = mproc__rd_u64(rd), k = mproc__rd_u64(rd);
+  uint64_t size = mproc__rd_u64(rd);
   chunk *c = NULL;
   int at = -1;
 
@@ -738,11 +761,14 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
   if (c == NULL || rd->err || first != c->reported || k > c->count - c->reported)
     return;
   for (uint64_t x = 0; x < k; x++) {
-    int status = (int)(int64_t)mproc__rd_u64(rd);
+    int status = packed ? 0 : (int)(int64_t)mproc__rd_u64(rd);
     size_t len;
     const void *d;
     char msg[512];
-    if (status != 0) {
+    if (packed) {
+      len = (size_t)size;
+      d = mproc__rd_raw(rd, len);
+    } else if (status != 0) {
       /* The message comes as a string of its own: make it NUL-terminated. */
       d = mproc__rd_bytes(rd, &len);
       snprintf(msg, sizeof msg, "%.*s", (int)(len < sizeof msg ? len : sizeof msg - 1),
@@ -760,6 +786,7 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
     memmove(&w->inflight[at], &w->inflight[at + 1],
             (size_t)(w->ninflight - at - 1) * sizeof *w->inflight);
     w->ninflight--;
+    w->inflight_bytes -= c->msg.len;
     chunk_free(c);
   }
 }
@@ -771,6 +798,7 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd) {
 static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
   int r;
   w->inflight[w->ninflight++] = c;
+  w->inflight_bytes += c->msg.len;
   w->assigned += c->count;
   if (w->ninflight == 1)
     w->seen_at = mproc__deadline(0);
@@ -803,13 +831,13 @@ static void send_work(mproc_pool *p) {
           break;
         limit = p->maxtasks - w->assigned;
       }
-      /* Large messages only to an idle worker (see SMALL). */
-      if (w->ninflight > 0 && (w->inflight[0]->msg.len > SMALL))
+      /* At most SMALL bytes queued at a worker, but any size to an idle one. */
+      if (w->ninflight > 0 && w->inflight_bytes >= SMALL)
         break;
       c = next_chunk(p, limit);
       if (c == NULL)
         break;
-      if (w->ninflight > 0 && c->msg.len > SMALL) {
+      if (w->ninflight > 0 && w->inflight_bytes + c->msg.len > SMALL) {
         /* Keep it for an idle worker. */
         c->next = p->retry;
         p->retry = c;
@@ -918,8 +946,8 @@ static void on_worker_message(mproc_pool *p, worker *w) {
   if (r == 0) {
     mproc__rd rd = {msg, (unsigned char *)msg + len, 0};
     uint64_t type = mproc__rd_u64(&rd);
-    if (type == MSG_RESULTS) {
-      on_results(p, w, &rd);
+    if (type == MSG_RESULTS || type == MSG_RESULTS_PACKED) {
+      on_results(p, w, &rd, type == MSG_RESULTS_PACKED);
     } else if (type == MSG_INITFAIL) {
       char *why = mproc__rd_str(&rd);
       char buf[600];

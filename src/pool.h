@@ -9,11 +9,15 @@
 
 /* Messages, each one frame; the first word is the type. */
 enum {
-  /* parent -> worker: u64 chunk id, str module, u64 offset, u64 count, count x bytes */
+  /* parent -> worker: u64 chunk id, str module, u64 offset, u64 count, u64 size, then
+   * count x bytes, or, when size is not UINT64_MAX, count x size raw bytes (an array) */
   MSG_TASK = 1,
-  /* worker -> parent: u64 chunk id, u64 first, u64 k, k x (u64 status, bytes) where the
-   * bytes are the result, or the error message when status is not 0 */
+  /* worker -> parent: u64 chunk id, u64 first, u64 k, u64 (unused), k x (u64 status,
+   * bytes) where the bytes are the result, or the error message when status is not 0 */
   MSG_RESULTS,
+  /* worker -> parent: u64 chunk id, u64 first, u64 k, u64 size, k x size raw bytes:
+   * k successes of one size (a map's usual answer, with no per-item framing) */
+  MSG_RESULTS_PACKED,
   /* worker -> parent: str message; the worker then exits */
   MSG_INITFAIL,
   /* parent -> fork server: u64 slot; a descriptor follows (mproc__os_send_fd) */

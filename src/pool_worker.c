@@ -61,10 +61,13 @@ static int resolve(fn_cache *c, const char *module, uint64_t offset, mproc_fn *f
   return c->module ? 0 : MPROC_ENOMEM;
 }
 
-/* Results of a chunk, gathered and sent in one message. */
+/* Results of a chunk, gathered and sent in one message: packed while every task
+ * succeeds with results of one size, general otherwise. */
 typedef struct results {
   mproc__buf b;
   uint64_t chunk, first, k;
+  int mode; /* 0 none yet, MSG_RESULTS or MSG_RESULTS_PACKED */
+  uint64_t size;
 } results;
 
 static void results_start(results *res, uint64_t chunk, uint64_t first) {
@@ -72,31 +75,59 @@ static void results_start(results *res, uint64_t chunk, uint64_t first) {
   res->chunk = chunk;
   res->first = first;
   res->k = 0;
-  mproc__buf_put_u64(&res->b, MSG_RESULTS);
-  mproc__buf_put_u64(&res->b, chunk);
-  mproc__buf_put_u64(&res->b, first);
-  mproc__buf_put_u64(&res->b, 0); /* k, filled in at send */
+  res->mode = 0;
+  res->size = 0;
+  for (int i = 0; i < 5; i++)
+    mproc__buf_put_u64(&res->b, 0); /* type, chunk, first, k, size: set at send */
 }
 
-static int results_send(results *res, mproc_conn *ch) {
-  unsigned char *k = res->b.data + 24;
+static void put_at(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Sends what was gathered and starts over after it. */
+static int results_flush(results *res, mproc_conn *ch) {
+  int r;
+  if (res->k == 0)
+    return 0;
   if (res->b.err)
     return res->b.err;
-  for (int i = 0; i < 8; i++)
-    k[i] = (unsigned char)(res->k >> (8 * i));
-  return mproc_conn_send(ch, res->b.data, res->b.len);
+  put_at(res->b.data, (uint64_t)res->mode);
+  put_at(res->b.data + 8, res->chunk);
+  put_at(res->b.data + 16, res->first);
+  put_at(res->b.data + 24, res->k);
+  put_at(res->b.data + 32, res->size);
+  r = mproc_conn_send(ch, res->b.data, res->b.len);
+  results_start(res, res->chunk, res->first + res->k);
+  return r;
 }
 
-/* Runs one task and appends its outcome to res. */
-static void run_task(mproc_ctx *ctx, mproc_fn fn, const void *arg, size_t len, results *res) {
-  int rc;
+/* Runs one task and appends its outcome to res (sending first when the outcome
+ * does not fit the message's form). */
+static int run_task(mproc_ctx *ctx, mproc_fn fn, const void *arg, size_t len, results *res,
+                    mproc_conn *ch) {
+  int rc, r, mode;
+  size_t rlen;
   ctx->result.len = 0;
   ctx->returned = ctx->failed = false;
   ctx->message[0] = '\0';
   rc = fn(ctx, arg, len);
-  if (rc == 0 && !ctx->failed) {
+  rlen = ctx->returned ? ctx->result.len : 0;
+  mode = rc == 0 && !ctx->failed ? MSG_RESULTS_PACKED : MSG_RESULTS;
+  if (mode == MSG_RESULTS_PACKED && res->mode == MSG_RESULTS_PACKED && rlen != res->size)
+    mode = MSG_RESULTS;
+  if (res->mode != 0 && res->mode != mode && (r = results_flush(res, ch)) != 0)
+    return r;
+  if (res->mode == 0) {
+    res->mode = mode;
+    res->size = rlen;
+  }
+  if (mode == MSG_RESULTS_PACKED) {
+    mproc__buf_put(&res->b, ctx->result.data, rlen);
+  } else if (rc == 0 && !ctx->failed) {
     mproc__buf_put_u64(&res->b, 0);
-    mproc__buf_put_bytes(&res->b, ctx->result.data, ctx->returned ? ctx->result.len : 0);
+    mproc__buf_put_bytes(&res->b, ctx->result.data, rlen);
   } else {
     int code = rc < 0 ? rc : MPROC_EFAILED;
     if (!ctx->failed)
@@ -106,6 +137,7 @@ static void run_task(mproc_ctx *ctx, mproc_fn fn, const void *arg, size_t len, r
     mproc__buf_put_str(&res->b, ctx->message);
   }
   res->k++;
+  return 0;
 }
 
 int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
@@ -155,7 +187,7 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
   for (;;) {
     void *msg;
     size_t mlen, n;
-    uint64_t chunk, offset, count;
+    uint64_t chunk, offset, count, size;
     char *module;
     mproc_fn fn;
 
@@ -173,28 +205,33 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
     module = mproc__rd_str(&rd);
     offset = mproc__rd_u64(&rd);
     count = mproc__rd_u64(&rd);
+    size = mproc__rd_u64(&rd);
     if (rd.err || module == NULL || resolve(&cache, module, offset, &fn) != 0)
       return 6;
     free(module);
     results_start(&res, chunk, 0);
     for (uint64_t i = 0; i < count; i++) {
-      const void *item = mproc__rd_bytes(&rd, &n);
+      const void *item;
+      if (size == UINT64_MAX) {
+        item = mproc__rd_bytes(&rd, &n);
+      } else {
+        n = (size_t)size;
+        item = mproc__rd_raw(&rd, n);
+      }
       if (rd.err)
         return 7;
       atomic_store_explicit(&slot->chunk, chunk, memory_order_relaxed);
       atomic_store_explicit(&slot->index, i, memory_order_relaxed);
       atomic_store_explicit(&slot->running, 1, memory_order_relaxed);
       atomic_fetch_add_explicit(&slot->seq, 1, memory_order_release);
-      run_task(&task, fn, item, n, &res);
+      if (run_task(&task, fn, item, n, &res, ch) != 0)
+        return 8;
       atomic_store_explicit(&slot->running, 0, memory_order_release);
       /* With a timeout, each result goes at once (the parent restarts the clock). */
-      if (conf.flush_each || res.b.len > ((size_t)1 << 20)) {
-        if (results_send(&res, ch) != 0)
-          return 8;
-        results_start(&res, chunk, i + 1);
-      }
+      if ((conf.flush_each || res.b.len > ((size_t)1 << 20)) && results_flush(&res, ch) != 0)
+        return 8;
     }
-    if (res.k > 0 && results_send(&res, ch) != 0)
+    if (results_flush(&res, ch) != 0)
       return 8;
     free(msg);
     done += count;

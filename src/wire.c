@@ -82,6 +82,8 @@ uint64_t mproc__rd_u64(mproc__rd *r) {
   return v;
 }
 
+const void *mproc__rd_raw(mproc__rd *r, size_t len) { return rd_take(r, len); }
+
 const void *mproc__rd_bytes(mproc__rd *r, size_t *len) {
   uint64_t n = mproc__rd_u64(r);
   const unsigned char *p = rd_take(r, n);
