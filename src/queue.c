@@ -45,6 +45,7 @@ typedef struct qshm {
   _Alignas(64) _Atomic uint64_t tail;
   _Atomic uint64_t published;   /* messages made visible */
   _Atomic uint64_t w_stream_end; /* end of a streamed record not fully written; 0: none */
+  uint64_t w_stream_len;         /* and its length */
   /* A publish in progress: the tail it stores, plus 1 (0: none), and its count. */
   _Atomic uint64_t intent_tail;
   uint64_t intent_published;
@@ -173,9 +174,13 @@ static int wait_for(qshm *s, _Atomic uint32_t *seq, _Atomic uint32_t *waiters, r
                     const void *arg, int64_t deadline, int how) {
   bool slice = how & W_SLICED, close_ends = how & W_CLOSE_ENDS;
   int64_t until = deadline, spin_end = 0;
-  for (unsigned i = 0;; i++) {
+  /* No spinning for a call that may not wait (put_nowait, get_nowait). */
+  bool spin = deadline < 0 || mproc__remaining(deadline) > 0;
+  for (unsigned i = 0; spin; i++) {
     if (ready(s, arg))
       return 0;
+    if (close_ends && atomic_load_explicit(&s->closed, memory_order_relaxed))
+      break;
     if ((i & 63) == 0) {
       int64_t now = mproc__deadline(0);
       if (spin_end == 0)
@@ -195,6 +200,9 @@ static int wait_for(qshm *s, _Atomic uint32_t *seq, _Atomic uint32_t *waiters, r
     int r = 0;
     if (ready(s, arg))
       return 0;
+    /* Closed outranks a timeout, so that get_nowait on a drained queue says EOF. */
+    if (close_ends && atomic_load(&s->closed))
+      return MPROC_ECLOSED;
     if (until >= 0 && mproc__remaining(until) == 0)
       return until == deadline ? MPROC_ETIMEDOUT : 1;
     /* Announce the sleep before the last look, so that a notifier either sees
@@ -422,10 +430,46 @@ static int wait_space(qshm *s, ready_fn ready, const void *arg, uint64_t need, i
   return wait_for(s, &s->space_seq, &s->space_waiters, ready, arg, deadline, how);
 }
 
+/* Takes back the published part of a streamed record that was given up, when no
+ * consumer has started on it: the tail goes back to the record's start, as if it
+ * had never been put. Needs wlock; false when a consumer holds rlock (it may be
+ * looking at the record), and the record must then be finished with filler. */
+static bool retract_stream(qshm *s) {
+  uint64_t end = atomic_load(&s->w_stream_end);
+  bool recovered;
+  if (end == 0)
+    return true;
+  if (atomic_load(&s->tail) >= end) {
+    /* Whole after all: its writer died after the last piece went out. */
+    atomic_store(&s->w_stream_end, 0);
+    return true;
+  }
+  if (mproc__os_mutex_trylock(&s->rlock, &recovered) != 0)
+    return false;
+  if (recovered)
+    consumer_repair(s);
+  if (atomic_load(&s->r_stream_end) == end) {
+    /* A consumer began it and died (rlock was free): skip it on both sides. */
+    fast_forward(s, end);
+  } else if (atomic_load(&s->head) > end - rec_size(s->w_stream_len)) {
+    /* Some of it was read: it can only be finished, not taken back. */
+    (void)mproc__os_mutex_unlock(&s->rlock);
+    return false;
+  } else {
+    atomic_store(&s->tail, end - rec_size(s->w_stream_len));
+    atomic_store(&s->w_stream_end, 0);
+  }
+  (void)mproc__os_mutex_unlock(&s->rlock);
+  return true;
+}
+
 /* Finishes a streamed record its writer left unfinished, with filler and an ABORT
  * trailer. Called with wlock held; may time out, leaving the rest for later. */
 static int finish_abandoned(qshm *s, int64_t deadline) {
-  uint64_t end = atomic_load(&s->w_stream_end);
+  uint64_t end;
+  if (retract_stream(s))
+    return 0;
+  end = atomic_load(&s->w_stream_end);
   while (end != 0 && atomic_load(&s->tail) < end) {
     uint64_t tail = atomic_load(&s->tail), n;
     int r;
@@ -442,21 +486,10 @@ static int finish_abandoned(qshm *s, int64_t deadline) {
     n = space(s);
     if (n > end - tail)
       n = end - tail;
-    /* The record's length is unknown here, but only its trailer's position
-     * matters: filler up to it, then ABORT. */
-    for (uint64_t pos = tail; pos < tail + n;) {
-      uint64_t trailer_at = end - Q_TRAILER, k;
-      if (pos < trailer_at) {
-        k = (trailer_at < tail + n ? trailer_at : tail + n) - pos;
-        ring_copy_in(s, pos, NULL, (size_t)k);
-      } else {
-        unsigned char word[8];
-        le64(word, Q_ABORT);
-        k = tail + n - pos;
-        ring_copy_in(s, pos, word + (pos - trailer_at), (size_t)k);
-      }
-      pos += k;
-    }
+    /* The rest of the record: its length word if it never went out, zeros for the
+     * payload, and an ABORT trailer. An aborted record is never counted. */
+    record_write(s, tail, tail - (end - rec_size(s->w_stream_len)), n, s->w_stream_len, NULL,
+                 Q_ABORT);
     publish(s, tail + n, 0);
   }
   atomic_store(&s->w_stream_end, 0);
@@ -474,6 +507,7 @@ static int put_streamed(qshm *s, const void *data, uint64_t len, int64_t deadlin
    * length is never half written, even when it is abandoned. */
   if ((r = wait_space(s, has_space, &first, first.bytes, deadline, W_CLOSE_ENDS)) != 0)
     return r;
+  s->w_stream_len = len;
   atomic_store(&s->w_stream_end, end);
   while (pos < end) {
     uint64_t n;
@@ -488,8 +522,11 @@ static int put_streamed(qshm *s, const void *data, uint64_t len, int64_t deadlin
      * is then finished as an aborted record by whoever comes next. */
     r = wait_space(s, any_space, NULL, 1, begun ? -1 : deadline, W_SLICED);
     if (r < 0) {
+      /* Given up before any consumer began it: take it back if nobody looks. */
       if (pos == start)
         atomic_store(&s->w_stream_end, 0);
+      else
+        retract_stream(s);
       return r;
     }
     if (r == 1)
@@ -499,7 +536,9 @@ static int put_streamed(qshm *s, const void *data, uint64_t len, int64_t deadlin
       n = end - pos;
     record_write(s, pos, pos - start, n, len, data, Q_COMMIT);
     pos += n;
-    publish(s, pos, pos - n == start ? 1 : 0);
+    /* Counted (qsize) once whole, with its last piece: until then it may still be
+     * given up and aborted. */
+    publish(s, pos, pos == end ? 1 : 0);
   }
   atomic_store(&s->w_stream_end, 0);
   return 0;
@@ -622,7 +661,8 @@ static bool get_streamed(qshm *s, uint64_t end, uint64_t len, unsigned char *dst
       o += k;
       p += k;
     }
-    take(s, head + n, 0);
+    /* Counted as taken with its last piece, if it was ever whole (COMMIT). */
+    take(s, head + n, head + n == end && get64(trailer) == Q_COMMIT ? 1 : 0);
   }
   atomic_store(&s->r_stream_end, 0);
   return get64(trailer) == Q_COMMIT;
@@ -647,10 +687,8 @@ static int queue_get(mproc_queue *q, void **data, void *buf, size_t cap, bool in
     consumer_repair(s);
     /* The dead consumer was in the middle of a streamed record: skip the rest. */
     uint64_t end = atomic_load(&s->r_stream_end);
-    if (end != 0) {
-      get_streamed(s, end, s->r_stream_len, NULL);
-      count_discarded(s);
-    }
+    if (end != 0 && get_streamed(s, end, s->r_stream_len, NULL))
+      count_discarded(s); /* put, and lost with its consumer: done */
   }
   for (;;) {
     unsigned char word[8];
@@ -685,12 +723,10 @@ static int queue_get(mproc_queue *q, void **data, void *buf, size_t cap, bool in
     } else {
       s->r_stream_len = len;
       atomic_store(&s->r_stream_end, head + rec);
-      take(s, head, 1);
       if (!get_streamed(s, head + rec, len, dst)) {
-        /* Its producer died or gave up: the message was never put. */
+        /* Its producer died or gave up: the message was never put (nor counted). */
         if (!into)
           free(dst);
-        count_discarded(s);
         continue;
       }
     }

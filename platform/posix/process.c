@@ -26,7 +26,22 @@ extern char **environ;
 /* The first descriptor a spawned child receives its descriptors at. */
 #define MPROC__CHILD_FD_BASE 3
 
-long mproc__os_getpid(void) { return (long)getpid(); }
+/* getpid() is a system call (glibc stopped caching it), and the runtime asks often:
+ * cache it, and forget it in every new child, ours or the program's own forks. */
+static long cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void forget_pid(void) { cached_pid = 0; }
+
+static void pid_atfork(void) { pthread_atfork(NULL, NULL, forget_pid); }
+
+long mproc__os_getpid(void) {
+  if (cached_pid == 0) {
+    pthread_once(&pid_once, pid_atfork);
+    cached_pid = (long)getpid();
+  }
+  return cached_pid;
+}
 
 uint64_t mproc__os_thread_id(void) {
 #if defined(SYS_gettid)
