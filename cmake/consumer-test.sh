@@ -32,6 +32,8 @@ version=$(sed -nE 's/^#define MPROC_VERSION_(MAJOR|MINOR|PATCH) +([0-9]+).*/\2/p
 major=${version%%.*}
 minor=${version#*.}
 minor=${minor%%.*}
+# The SONAME carries the minor number too while the version is 0.x (see CMakeLists.txt).
+if [ "$major" = 0 ]; then soversion=$major.$minor; else soversion=$major; fi
 
 passed=0
 failed=0
@@ -79,12 +81,12 @@ files_exist() { # PREFIX FILE...
   return $rc
 }
 
-shared_chain() { # PREFIX: libmproc.so -> libmproc.so.MAJOR -> libmproc.so.VERSION
+shared_chain() { # PREFIX: libmproc.so -> libmproc.so.SOVERSION -> libmproc.so.VERSION
   local lib=$1/lib
-  [ -L "$lib/libmproc.so" ] && [ -L "$lib/libmproc.so.$major" ] && [ -f "$lib/libmproc.so.$version" ] &&
-    [ "$(readlink "$lib/libmproc.so")" = "libmproc.so.$major" ] &&
-    [ "$(readlink "$lib/libmproc.so.$major")" = "libmproc.so.$version" ] &&
-    [ "$(objdump -p "$lib/libmproc.so.$version" | awk '$1 == "SONAME" { print $2 }')" = "libmproc.so.$major" ] &&
+  [ -L "$lib/libmproc.so" ] && [ -L "$lib/libmproc.so.$soversion" ] && [ -f "$lib/libmproc.so.$version" ] &&
+    [ "$(readlink "$lib/libmproc.so")" = "libmproc.so.$soversion" ] &&
+    [ "$(readlink "$lib/libmproc.so.$soversion")" = "libmproc.so.$version" ] &&
+    [ "$(objdump -p "$lib/libmproc.so.$version" | awk '$1 == "SONAME" { print $2 }')" = "libmproc.so.$soversion" ] &&
     [ ! -e "$lib/libmproc.a" ]
 }
 

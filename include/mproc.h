@@ -272,7 +272,8 @@ MPROC_EXTERN int mproc_event_create(mproc_event **e);
 MPROC_EXTERN int mproc_event_set(mproc_event *e);
 MPROC_EXTERN int mproc_event_clear(mproc_event *e);
 MPROC_EXTERN bool mproc_event_is_set(const mproc_event *e);
-/* 0 once the event is set, MPROC_ETIMEDOUT if the timeout passed first. */
+/* 0 once the event is set (even if cleared again before the waiter ran, as in
+ * Python), MPROC_ETIMEDOUT if the timeout passed first. */
 MPROC_EXTERN int mproc_event_wait(mproc_event *e, double timeout);
 MPROC_EXTERN void mproc_event_free(mproc_event *e);
 

@@ -87,6 +87,8 @@ static uint64_t rec_size(uint64_t len) { return Q_HEAD + ((len + 7) & ~(uint64_t
 
 static void ring_copy_in(qshm *s, uint64_t pos, const void *src, size_t n) {
   size_t at = (size_t)(pos & (s->capacity - 1));
+  if (n == 0)
+    return;
   size_t first = n < s->capacity - at ? n : (size_t)s->capacity - at;
   if (src) {
     memcpy(s->ring + at, src, first);
@@ -99,6 +101,8 @@ static void ring_copy_in(qshm *s, uint64_t pos, const void *src, size_t n) {
 
 static void ring_copy_out(qshm *s, uint64_t pos, void *dst, size_t n) {
   size_t at = (size_t)(pos & (s->capacity - 1));
+  if (n == 0)
+    return; /* dst may be NULL (an empty message into no buffer) */
   size_t first = n < s->capacity - at ? n : (size_t)s->capacity - at;
   memcpy(dst, s->ring + at, first);
   memcpy((unsigned char *)dst + first, s->ring, n - first);

@@ -64,7 +64,10 @@ typedef struct lockshm {
   uint64_t recursive;
   mproc__os_mutex m;
   /* Written by the owner only. */
-  uint64_t owner; /* mproc__os_thread_id() of the holder, 0 when free */
+  /* mproc__os_thread_id() of the holder, 0 when free. Read without the mutex (to
+   * refuse a release by another thread), hence atomic; relaxed is enough, as a
+   * thread only ever compares it with its own id, which only it writes. */
+  _Atomic uint64_t owner;
   uint64_t depth; /* acquisitions by the owner (RLock) */
 } lockshm;
 
@@ -99,7 +102,7 @@ static int lock_take(lockshm *s, double timeout, int64_t deadline) {
   uint64_t me = mproc__os_thread_id();
   int r;
 
-  if (!s->recursive && s->owner == me)
+  if (!s->recursive && atomic_load_explicit(&s->owner, memory_order_relaxed) == me)
     return mproc__error(MPROC_ESTATE, "acquiring a Lock this thread already holds would "
                                       "deadlock (use an RLock)");
   r = timeout == 0 ? mproc__os_mutex_trylock(&s->m, &recovered)
@@ -110,16 +113,16 @@ static int lock_take(lockshm *s, double timeout, int64_t deadline) {
     /* Its holder died: the lock is ours now, and its count starts over. */
     s->depth = 0;
   }
-  s->owner = me;
+  atomic_store_explicit(&s->owner, me, memory_order_relaxed);
   s->depth++;
   return 0;
 }
 
 static int lock_give(lockshm *s) {
-  if (s->owner != mproc__os_thread_id())
+  if (atomic_load_explicit(&s->owner, memory_order_relaxed) != mproc__os_thread_id())
     return mproc__error(MPROC_ESTATE, "release of a lock this thread does not hold");
   if (--s->depth == 0)
-    s->owner = 0;
+    atomic_store_explicit(&s->owner, 0, memory_order_relaxed);
   return mproc__os_mutex_unlock(&s->m);
 }
 
@@ -242,6 +245,8 @@ const mproc__kind_ops mproc__sem_ops = {
 typedef struct eventshm {
   uint64_t magic;
   _Atomic uint32_t flag;
+  _Atomic uint32_t gen; /* bumped by every set: a waiter woken by one returns even if
+                           the event was cleared again before it ran (as Python's) */
   _Atomic uint32_t waiters;
 } eventshm;
 
@@ -269,8 +274,9 @@ int mproc_event_set(mproc_event *e) {
   if (r != 0)
     return r;
   atomic_store(&event_shm(e)->flag, 1);
+  atomic_fetch_add(&event_shm(e)->gen, 1);
   if (atomic_load(&event_shm(e)->waiters) != 0)
-    mproc__os_word_wake((uint32_t *)&event_shm(e)->flag, -1);
+    mproc__os_word_wake((uint32_t *)&event_shm(e)->gen, -1);
   return 0;
 }
 
@@ -294,12 +300,13 @@ int mproc_event_wait(mproc_event *e, double timeout) {
   if (r != 0)
     return r;
   s = event_shm(e);
-  while (atomic_load(&s->flag) == 0) {
+  uint32_t gen = atomic_load(&s->gen);
+  while (atomic_load(&s->flag) == 0 && atomic_load(&s->gen) == gen) {
     if (deadline >= 0 && mproc__remaining(deadline) == 0)
       return mproc__error(MPROC_ETIMEDOUT, "mproc_event_wait: not set within %gs", timeout);
     atomic_fetch_add(&s->waiters, 1);
     if (atomic_load(&s->flag) == 0)
-      mproc__os_word_wait((uint32_t *)&s->flag, 0, deadline);
+      mproc__os_word_wait((uint32_t *)&s->gen, gen, deadline);
     atomic_fetch_sub(&s->waiters, 1);
   }
   return 0;
@@ -363,7 +370,8 @@ static int cond_check(const mproc_cond *c, const char *fn, bool need_owned) {
   int r = mproc__segobj_check(c, MPROC__KIND_COND, fn);
   if (r != 0)
     return r;
-  if (need_owned && lock_shm(c->lock)->owner != mproc__os_thread_id())
+  if (need_owned && atomic_load_explicit(&lock_shm(c->lock)->owner, memory_order_relaxed) !=
+                        mproc__os_thread_id())
     return mproc__error(MPROC_ESTATE, "%s: the condition's lock is not held by this thread", fn);
   return 0;
 }
@@ -450,7 +458,7 @@ int mproc_cond_notify(mproc_cond *c, size_t n) {
 int mproc_cond_notify_all(mproc_cond *c) { return mproc_cond_notify(c, SIZE_MAX); }
 
 void mproc_cond_free(mproc_cond *c) {
-  if (c == NULL || c->base.hdr.magic != MPROC__MAGIC)
+  if (c == NULL || c->base.hdr.magic != MPROC__MAGIC || c->base.hdr.kind != MPROC__KIND_COND)
     return;
   if (c->own_lock)
     mproc_lock_free(c->lock);
@@ -522,6 +530,12 @@ static int shm_new(mproc_shm **m, const char *name, mproc__fd fd, size_t size) {
   return 0;
 }
 
+/* One component, with or without its leading slash, as POSIX shm names are. */
+static bool shm_name_ok(const char *name) {
+  return name[name[0] == '/'] != '\0' && strchr(name + 1, '/') == NULL &&
+         strlen(name) < 250;
+}
+
 int mproc_shm_create(mproc_shm **m, const char *name, size_t size) {
   char generated[64];
   mproc__fd fd;
@@ -532,7 +546,7 @@ int mproc_shm_create(mproc_shm **m, const char *name, size_t size) {
   *m = NULL;
   if (size == 0)
     return mproc__error(MPROC_EINVAL, "mproc_shm_create: size must be positive");
-  if (name != NULL && (name[0] == '\0' || strchr(name + 1, '/') != NULL))
+  if (name != NULL && !shm_name_ok(name))
     return mproc__error(MPROC_EINVAL, "mproc_shm_create: \"%s\" is not a valid name", name);
   if ((r = mproc__check_init("mproc_shm_create")) != 0)
     return r;
@@ -559,9 +573,12 @@ int mproc_shm_attach(mproc_shm **m, const char *name) {
   mproc__fd fd;
   int r;
 
+  if (m != NULL)
+    *m = NULL;
   if (m == NULL || name == NULL)
     return mproc__error(MPROC_EINVAL, "mproc_shm_attach: m and name must not be NULL");
-  *m = NULL;
+  if (!shm_name_ok(name))
+    return mproc__error(MPROC_EINVAL, "mproc_shm_attach: \"%s\" is not a valid name", name);
   if ((r = mproc__check_init("mproc_shm_attach")) != 0 ||
       (r = mproc__os_shm_open(name, false, &size, &fd)) != 0)
     return r;
@@ -588,7 +605,7 @@ int mproc_shm_unlink(mproc_shm *m) {
 }
 
 void mproc_shm_free(mproc_shm *m) {
-  if (m == NULL || m->base.hdr.magic != MPROC__MAGIC)
+  if (m == NULL || m->base.hdr.magic != MPROC__MAGIC || m->base.hdr.kind != MPROC__KIND_SHM)
     return;
   free(m->name);
   mproc__segobj_free(m);
