@@ -63,6 +63,7 @@ struct mproc_result {
   size_t chunksize;
   size_t next; /* next item to dispatch */
   bool src_done;
+  int src_err; /* what the source returned when it failed; given once by iter_next */
 
   /* Output. */
   void *out;
@@ -507,7 +508,7 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
           j->src_done = true;
           j->n = first + k;
           if (r < 0)
-            record_error(j, first + k, r, "the source failed");
+            j->src_err = r;
           apr_thread_mutex_unlock(p->mu);
           break;
         }
@@ -815,39 +816,40 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
 static bool can_send(const mproc_pool *p, const worker *w) {
   return w->alive && !w->eof && !w->sending && w->ninflight < WINDOW &&
          p->state != P_TERMINATE && !p->broken &&
-         (p->method == MPROC_START_SPAWN || w->pid != 0) &&
          (p->maxtasks == 0 || w->assigned < p->maxtasks);
 }
 
+/* Feeds the workers, always the least busy one next, so that tasks spread over
+ * every worker before any gets a second one. */
 static void send_work(mproc_pool *p) {
-  for (int i = 0; i < p->nworkers; i++) {
-    worker *w = &p->w[i];
-    while (can_send(p, w) &&
-           !p->broken && (p->method == MPROC_START_SPAWN || w->pid != 0)) {
-      size_t limit = SIZE_MAX;
-      chunk *c;
-      if (p->maxtasks != 0) {
-        if (w->assigned >= p->maxtasks)
-          break;
-        limit = p->maxtasks - w->assigned;
-      }
+  for (;;) {
+    worker *w = NULL;
+    size_t limit = SIZE_MAX;
+    chunk *c;
+    for (int i = 0; i < p->nworkers; i++) {
+      worker *x = &p->w[i];
       /* At most SMALL bytes queued at a worker, but any size to an idle one. */
-      if (w->ninflight > 0 && w->inflight_bytes >= SMALL)
-        break;
-      c = next_chunk(p, limit);
-      if (c == NULL)
-        break;
-      if (w->ninflight > 0 && w->inflight_bytes + c->msg.len > SMALL) {
-        /* Keep it for an idle worker. */
-        c->next = p->retry;
-        p->retry = c;
-        if (p->retry_tail == NULL)
-          p->retry_tail = c;
-        break;
-      }
-      if (send_chunk(p, w, c) != 0)
-        break;
+      if (can_send(p, x) && (x->ninflight == 0 || x->inflight_bytes < SMALL) &&
+          (w == NULL || x->ninflight < w->ninflight))
+        w = x;
     }
+    if (w == NULL)
+      return;
+    if (p->maxtasks != 0)
+      limit = p->maxtasks - w->assigned;
+    c = next_chunk(p, limit);
+    if (c == NULL)
+      return;
+    if (w->ninflight > 0 && w->inflight_bytes + c->msg.len > SMALL) {
+      /* Keep it for an idle worker. */
+      c->next = p->retry;
+      p->retry = c;
+      if (p->retry_tail == NULL)
+        p->retry_tail = c;
+      return;
+    }
+    if (send_chunk(p, w, c) != 0)
+      return;
   }
 }
 
@@ -1705,7 +1707,14 @@ int mproc_iter_next(mproc_iter *it, double timeout, size_t *index, const void **
       return 0;
     }
     if (j->consumed >= j->n && (j->src == NULL || j->src_done)) {
+      int err = j->src_err;
+      /* A source that failed ends the iteration with its error, once. */
+      j->src_err = 0;
+      *index = j->n;
       apr_thread_mutex_unlock(p->mu);
+      if (err != 0)
+        return mproc__error(err, "mproc_iter_next: the source failed at item %zu (%s)",
+                            *index, mproc_strerror(err));
       return mproc__error(MPROC_EOF, "mproc_iter_next: no more results");
     }
     double left = mproc__remaining(deadline);
