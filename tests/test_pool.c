@@ -175,7 +175,7 @@ static int task_return_negative(mproc_ctx *ctx, const void *arg, size_t len) {
 
 /* int32 x -> int64 x * x + 1. */
 static int task_square(mproc_ctx *ctx, const void *arg, size_t len) {
-  int32_t x;
+  int32_t x = 0;
   int64_t y;
   int r;
   task_enter();
@@ -199,7 +199,7 @@ static int task_count_square(mproc_ctx *ctx, const void *arg, size_t len) {
 
 /* Items with x % 10 == 3 return 4 bytes instead of 8. */
 static int task_wrong_size(mproc_ctx *ctx, const void *arg, size_t len) {
-  int32_t x;
+  int32_t x = 0;
   int r;
   task_enter();
   if ((r = get_i32(ctx, arg, len, &x)) != 0)
@@ -211,7 +211,7 @@ static int task_wrong_size(mproc_ctx *ctx, const void *arg, size_t len) {
 
 /* Item 777 returns 4 bytes; items with x % 1000 == 500 fail. */
 static int task_mixed(mproc_ctx *ctx, const void *arg, size_t len) {
-  int32_t x;
+  int32_t x = 0;
   int r;
   task_enter();
   if ((r = get_i32(ctx, arg, len, &x)) != 0)
@@ -225,7 +225,7 @@ static int task_mixed(mproc_ctx *ctx, const void *arg, size_t len) {
 
 /* Items with x % 100 == 13 fail; others give int64 3x. */
 static int task_iter(mproc_ctx *ctx, const void *arg, size_t len) {
-  int32_t x;
+  int32_t x = 0;
   int64_t y;
   int r;
   task_enter();
@@ -297,7 +297,7 @@ static int task_wait_release(mproc_ctx *ctx, const void *arg, size_t len) {
 /* arg: int32 n. Counts itself started and waits until n tasks have (15 s at most). */
 static int task_barrier(mproc_ctx *ctx, const void *arg, size_t len) {
   board *b = board_of(ctx);
-  int32_t n;
+  int32_t n = 0;
   int r;
   task_enter();
   if ((r = get_i32(ctx, arg, len, &n)) != 0)
@@ -325,7 +325,7 @@ static int task_slowish(mproc_ctx *ctx, const void *arg, size_t len) {
 
 /* Crashes in a way chosen by x % 1000; others give int64 2x + 1. */
 static int task_crashy(mproc_ctx *ctx, const void *arg, size_t len) {
-  int32_t x;
+  int32_t x = 0;
   int64_t y;
   int r;
   task_enter();

@@ -79,8 +79,8 @@ static int sync_teardown(void **state) {
   test_teardown(state);
   for (size_t i = 0; i < MAX_NAMES; i++)
     if (created_names[i][0] != '\0') {
-      char path[160];
-      snprintf(path, sizeof path, "/%s", created_names[i]);
+      char path[sizeof created_names[0] + 2];
+      snprintf(path, sizeof path, "/%.*s", (int)sizeof created_names[i] - 1, created_names[i]);
       shm_unlink(path); /* ENOENT when the test unlinked it itself */
       created_names[i][0] = '\0';
     }
