@@ -123,6 +123,8 @@ typedef struct worker {
   int64_t seen_at;
   int kill_reason; /* 0, MPROC_ETIMEDOUT or MPROC_ECANCELED once we killed it */
   bool sending;    /* a thread writes to ch without the lock: nobody else may */
+  chunk *on_wire;  /* the chunk being written; its results may come back first */
+  bool wire_done;  /* they did: the writer frees it */
 } worker;
 
 struct mproc_pool {
@@ -256,10 +258,13 @@ static void live_unlink(mproc_pool *p, mproc_result *j) {
   j->live_prev = j->live_next = NULL;
 }
 
+static void pending_unlink(mproc_pool *p, mproc_result *j);
+
 static void job_finish(mproc_pool *p, mproc_result *j) {
   j->ready = true;
   p->live_jobs--;
   live_unlink(p, j);
+  pending_unlink(p, j);
   if (j->cb.callback || j->cb.error_callback) {
     if (p->ncallbacks == p->capcallbacks) {
       size_t cap = p->capcallbacks * 2;
@@ -439,6 +444,24 @@ static void list_pending(mproc_pool *p, mproc_result *j) {
   p->pending_tail = j;
 }
 
+/* A finished job leaves the list: the pool no longer holds it. */
+static void pending_unlink(mproc_pool *p, mproc_result *j) {
+  mproc_result *prev = NULL;
+  if (!j->pending_listed)
+    return;
+  for (mproc_result *x = p->pending; x; prev = x, x = x->next_pending)
+    if (x == j) {
+      if (prev)
+        prev->next_pending = j->next_pending;
+      else
+        p->pending = j->next_pending;
+      if (p->pending_tail == j)
+        p->pending_tail = prev;
+      break;
+    }
+  j->pending_listed = false;
+}
+
 static bool has_undispatched(const mproc_result *j) {
   if (j->cancelled || j->ready)
     return false;
@@ -496,25 +519,32 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
     size_t k = 0;
     if (j->src) {
       /* The source is user code: call it without the pool's lock. Only this thread
-       * draws from it, and the pool holds the job. */
+       * draws from it; a reference keeps the job while a cancel may finish it. */
       size_t first = j->next;
+      int r = 1;
+      j->refs++;
       apr_thread_mutex_unlock(p->mu);
       for (; k < count; k++) {
         const void *data;
         size_t len;
-        int r = j->src(j->src_user, first + k, &data, &len);
-        if (r <= 0) {
-          apr_thread_mutex_lock(p->mu);
-          j->src_done = true;
-          j->n = first + k;
-          if (r < 0)
-            j->src_err = r;
-          apr_thread_mutex_unlock(p->mu);
+        if ((r = j->src(j->src_user, first + k, &data, &len)) <= 0)
           break;
-        }
         chunk_add(c, k, first + k, data, len);
       }
       apr_thread_mutex_lock(p->mu);
+      if (j->ready || j->cancelled) {
+        /* Canceled meanwhile: what was drawn is dropped, like the rest. */
+        chunk_free(c);
+        job_unref(j);
+        continue;
+      }
+      j->refs--;
+      if (r <= 0) {
+        j->src_done = true;
+        j->n = first + k;
+        if (r < 0)
+          j->src_err = r;
+      }
       j->next = first + k;
       if (k == 0) {
         chunk_free(c);
@@ -788,7 +818,10 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
             (size_t)(w->ninflight - at - 1) * sizeof *w->inflight);
     w->ninflight--;
     w->inflight_bytes -= c->msg.len;
-    chunk_free(c);
+    if (c == w->on_wire)
+      w->wire_done = true;
+    else
+      chunk_free(c);
   }
 }
 
@@ -804,10 +837,16 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
   if (w->ninflight == 1)
     w->seen_at = mproc__deadline(0);
   w->sending = true;
+  w->on_wire = c;
   apr_thread_mutex_unlock(p->mu);
   r = mproc_conn_send(w->ch, c->msg.data, c->msg.len);
   apr_thread_mutex_lock(p->mu);
   w->sending = false;
+  w->on_wire = NULL;
+  if (w->wire_done) {
+    w->wire_done = false;
+    chunk_free(c);
+  }
   if (p->send_waiters > 0)
     apr_thread_cond_broadcast(p->changed);
   return r;
@@ -1209,7 +1248,8 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
     goto fail;
   p->seg = seg;
   p->share[1] = seg;
-  memcpy(p->share + 2, o->share, o->nshare * sizeof *p->share);
+  if (o->nshare)
+    memcpy(p->share + 2, o->share, o->nshare * sizeof *p->share);
   p->wconf.maxtasks = o->maxtasksperchild;
   p->wconf.flush_each = o->task_timeout > 0;
   p->wconf.initarg = o->initarg;
@@ -1444,7 +1484,8 @@ int mproc_pool_map_v(mproc_pool *p, mproc_fn fn, const mproc_item *items, size_t
     job_destroy(j);
     return mproc__error(MPROC_ENOMEM, "mproc_pool_map_v: out of memory for %zu items", n);
   }
-  memcpy(j->items, items, n * sizeof *items);
+  if (n)
+    memcpy(j->items, items, n * sizeof *items);
   if ((e = submit(p, j, "mproc_pool_map_v")) != 0) {
     job_destroy(j);
     return e;

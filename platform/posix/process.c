@@ -82,8 +82,10 @@ static void close_all_but(const mproc__fd *keep, size_t n) {
 
   if (s == NULL)
     return; /* out of memory in a new child: keeping descriptors beats dying */
-  memcpy(s, keep, n * sizeof *s);
-  qsort(s, n, sizeof *s, cmp_fd);
+  if (n) {
+    memcpy(s, keep, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_fd);
+  }
   for (size_t i = 0; i <= n; i++) {
     unsigned hi = i < n ? (unsigned)s[i] : ~0u;
     if (i < n && (s[i] < 3 || (unsigned)s[i] < lo))
