@@ -69,6 +69,25 @@ def sender(conn, other, count):
     conn.close()
 
 
+def mpmc_producer(q, ready, go, count):
+    data = b"q" * 64
+    ready.release()
+    go.wait()
+    for _ in range(count):
+        q.put(data)
+    q.close()
+    q.join_thread()
+
+
+def mpmc_consumer(q, done, ready):
+    ready.release()
+    n = 0
+    get = q.get
+    while get():  # b"" stops
+        n += 1
+    done.put(n)
+
+
 def producer(q, count, nbytes):
     data = b"q" * nbytes
     for _ in range(count):
@@ -177,6 +196,32 @@ def w_queue_1m(quick):
     emit("queue_1m", (count - 1) * MiB / dt / 1e9, "GB/s", "higher", "%d x 1 MiB, Queue" % count)
 
 
+def w_queue_4x4(quick):
+    per, qn = size(quick, 100000, 10000), 4
+    ctx = mp.get_context("fork")
+    q, done, ready, go = ctx.Queue(), ctx.Queue(), ctx.Semaphore(0), ctx.Event()
+    ps = [ctx.Process(target=mpmc_producer, args=(q, ready, go, per)) for _ in range(qn)]
+    ps += [ctx.Process(target=mpmc_consumer, args=(q, done, ready)) for _ in range(qn)]
+    for p in ps:
+        p.start()
+    for _ in ps:
+        ready.acquire()
+    t0 = now()
+    go.set()
+    for p in ps[:qn]:
+        p.join()
+    for _ in range(qn):
+        q.put(b"")  # one stop message each
+    total = sum(done.get() for _ in range(qn))
+    dt = now() - t0
+    for p in ps:
+        p.join()
+    if total != qn * per:
+        raise RuntimeError("%d messages got, %d put" % (total, qn * per))
+    emit("queue_4x4", total / dt, "msg/s", "higher",
+         "4 producers x %d x 64 B, 4 consumers, one Queue" % per)
+
+
 def warm_pool(method="fork"):
     pool = mp.get_context(method).Pool(2)
     pool.map(inc, range(100), chunksize=1)  # both workers up and running
@@ -267,6 +312,32 @@ def w_pool_start_spawn(quick):
     pool_start("pool_start_spawn", "spawn", size(quick, 10, 3))
 
 
+def status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def w_pool_imap_mem_10m(quick):
+    n, chunksize = size(quick, 10000000, 200000), 100
+    pool = warm_pool()
+    with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) starts again here
+        f.write("5")
+    base = status_kb("VmRSS")
+    total = got = 0
+    for y in pool.imap(inc, (i for i in range(n)), chunksize=chunksize):
+        total += y
+        got += 1
+    peak = status_kb("VmHWM")
+    close_pool(pool)
+    if got != n or total != n * (n + 1) // 2:
+        raise RuntimeError("wrong results")
+    emit("pool_imap_mem_10m", (peak - base) / 1024.0, "MB", "lower",
+         "n=%d, Pool(2).imap over a generator, chunksize %d; peak RSS - start" % (n, chunksize))
+
+
 WORKLOADS = {
     "start_fork": w_start_fork,
     "start_spawn": w_start_spawn,
@@ -274,6 +345,7 @@ WORKLOADS = {
     "pipe_oneway_1m": w_pipe_oneway_1m,
     "queue_64": w_queue_64,
     "queue_1m": w_queue_1m,
+    "queue_4x4": w_queue_4x4,
     "pool_apply_async_rtt": w_pool_apply_async_rtt,
     "pool_map_100k_cs1": w_pool_map_100k_cs1,
     "pool_map_100k": w_pool_map_100k,
@@ -281,6 +353,7 @@ WORKLOADS = {
     "pool_map_cpu": w_pool_map_cpu,
     "pool_start_fork": w_pool_start_fork,
     "pool_start_spawn": w_pool_start_spawn,
+    "pool_imap_mem_10m": w_pool_imap_mem_10m,
 }
 
 

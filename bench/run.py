@@ -34,6 +34,7 @@ WORKLOADS = [
     "pipe_oneway_1m",
     "queue_64",
     "queue_1m",
+    "queue_4x4",
     "pool_apply_async_rtt",
     "pool_map_100k_cs1",
     "pool_map_100k",
@@ -41,6 +42,7 @@ WORKLOADS = [
     "pool_map_cpu",
     "pool_start_fork",
     "pool_start_spawn",
+    "pool_imap_mem_10m",
 ]
 
 IMPLS = ["mproc", "cpython", "raw"]

@@ -392,7 +392,8 @@ MPROC_EXTERN int mproc_pool_imap_unordered(mproc_pool *p, mproc_fn fn, const voi
 /* A lazy input: called on the pool's thread for item `index`; sets *data and *len (valid
  * until the next call) and returns 1, or returns 0 at the end, or a negative code.
  * Items are drawn only as workers need them, so memory stays bounded however many
- * there are (CPython reads the whole input first). */
+ * there are: results the consumer has not taken yet hold back new items (CPython's
+ * imap keeps every untaken result, and its map lists the whole input first). */
 typedef int (*mproc_source)(void *user, size_t index, const void **data, size_t *len);
 MPROC_EXTERN int mproc_pool_imap_source(mproc_pool *p, mproc_fn fn, mproc_source src, void *user,
                                         size_t chunksize, bool ordered, mproc_iter **it);
