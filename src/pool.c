@@ -145,6 +145,7 @@ struct mproc_pool {
   mproc_conn *server; /* fork: the fork server's control channel */
   mproc_conn *fdchan; /* fork: where the workers' descriptors go to the server */
   mproc_process *server_proc;
+  bool server_done; /* its channel closed early: no worker needs it any more */
   mproc__fd wake[2];
   bool wake_pending;
   int send_waiters; /* threads waiting for a worker's `sending` to clear */
@@ -605,7 +606,11 @@ static void requeue_rest(mproc_pool *p, chunk *c, size_t from) {
 
 /* ---------------------------------------------------------- workers */
 
-static int worker_start(mproc_pool *p, worker *w) {
+/* Starts the worker of w's slot. Under spawn, and under fork for the first workers
+ * (forked by the creating thread, exactly when the fork server is), it is our own
+ * child; later fork workers come from the fork server, never from this process,
+ * whose threads (the pool's own, and maybe the program's) may hold locks. */
+static int worker_start(mproc_pool *p, worker *w, bool own) {
   mproc_conn *mine = NULL, *theirs = NULL;
   int r;
 
@@ -620,12 +625,13 @@ static int worker_start(mproc_pool *p, worker *w) {
   w->seen_at = mproc__deadline(0);
   if ((r = mproc_pipe(&mine, &theirs, true)) != 0)
     return r;
-  if (p->method == MPROC_START_SPAWN) {
+  w->proc = NULL;
+  if (own || p->method == MPROC_START_SPAWN) {
     mproc__buf cb = {0};
     p->wconf.slot = (uint64_t)w->slot;
     mproc__worker_conf_encode(&p->wconf, &cb);
     p->share[0] = theirs;
-    mproc_process_opts o = {.start_method = MPROC_START_SPAWN,
+    mproc_process_opts o = {.start_method = p->method,
                             .name = "PoolWorker",
                             .daemon = true,
                             .share = p->share,
@@ -660,7 +666,7 @@ static void worker_kill(mproc_pool *p, worker *w, int reason) {
     return;
   if (w->kill_reason == 0)
     w->kill_reason = reason;
-  if (p->method == MPROC_START_SPAWN) {
+  if (w->proc) {
     mproc_process_kill(w->proc);
   } else {
     mproc__buf b = {0};
@@ -725,12 +731,12 @@ static void worker_dead(mproc_pool *p, worker *w) {
   w->alive = false;
   mproc_conn_free(w->ch);
   w->ch = NULL;
-  if (w->proc && p->method == MPROC_START_SPAWN) {
+  if (w->proc) {
     mproc_process_free(w->proc);
     w->proc = NULL;
   }
   if (p->state != P_TERMINATE && !p->broken && (p->live_jobs > 0 || p->state == P_RUN)) {
-    if (worker_start(p, w) != 0 && p->live_jobs > 0) {
+    if (worker_start(p, w, false) != 0 && p->live_jobs > 0) {
       /* Without a worker nothing runs: report it rather than wait forever. */
       p->broken = true;
       free(p->broken_msg);
@@ -1004,7 +1010,7 @@ static void on_worker_message(mproc_pool *p, worker *w) {
   }
   /* End of the channel: the worker exited or died. */
   w->eof = true;
-  if (p->method == MPROC_START_SPAWN) {
+  if (w->proc) {
     int code = 0;
     mproc_process_join(w->proc, MPROC_FOREVER);
     mproc_process_exitcode(w->proc, &code);
@@ -1013,6 +1019,18 @@ static void on_worker_message(mproc_pool *p, worker *w) {
   } else if (w->have_code) {
     worker_dead(p, w);
   }
+}
+
+/* The pool is closing with nothing left to run: the fork server can end now, at the
+ * same time as the workers, unless it still has workers of its own to report on. */
+static void server_shutdown(mproc_pool *p) {
+  if (p->server == NULL || p->server_done)
+    return;
+  for (int i = 0; i < p->nworkers; i++)
+    if (p->w[i].alive && p->w[i].proc == NULL)
+      return;
+  p->server_done = true;
+  mproc_conn_close(p->server);
 }
 
 static bool all_workers_gone(mproc_pool *p) {
@@ -1067,6 +1085,7 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
       for (int i = 0; i < p->nworkers; i++)
         if (p->w[i].alive && p->state == P_CLOSE)
           mproc_conn_close(p->w[i].ch);
+      server_shutdown(p);
     }
     if (p->state != P_RUN && p->live_jobs == 0 && all_workers_gone(p))
       break;
@@ -1075,7 +1094,7 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
 
     fds[n] = p->wake[0];
     who[n++] = -1;
-    if (p->server) {
+    if (p->server && !p->server_done) {
       fds[n] = (mproc__fd)mproc_conn_fileno(p->server);
       who[n++] = -2;
     }
@@ -1088,18 +1107,17 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
         who[n++] = i;
       } else if (w->eof || mproc_conn_fileno(w->ch) < 0) {
         /* A closed channel (pool closing): wait for the process itself. */
-        if (p->method == MPROC_START_SPAWN && w->proc) {
+        if (w->proc) {
           fds[n] = mproc__process_waitfd(w->proc);
           who[n++] = i + p->nworkers;
         }
       }
     }
     timeout = check_timeouts(p);
-    if (p->method == MPROC_START_SPAWN)
-      for (int i = 0; i < p->nworkers; i++)
-        if (p->w[i].alive && mproc_conn_fileno(p->w[i].ch) < 0 &&
-            mproc__process_waitfd(p->w[i].proc) == MPROC__FD_INVALID)
-          timeout = 0.05; /* no wait descriptor: look again soon */
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->w[i].alive && p->w[i].proc && mproc_conn_fileno(p->w[i].ch) < 0 &&
+          mproc__process_waitfd(p->w[i].proc) == MPROC__FD_INVALID)
+        timeout = 0.05; /* no wait descriptor: look again soon */
     bool due = p->waiters_due;
     p->waiters_due = false;
     apr_thread_mutex_unlock(p->mu);
@@ -1137,7 +1155,7 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
   /* Leave nothing behind. */
   for (int i = 0; i < p->nworkers; i++) {
     worker *w = &p->w[i];
-    if (w->proc && p->method == MPROC_START_SPAWN) {
+    if (w->proc) {
       if (p->state == P_TERMINATE)
         mproc_process_kill(w->proc);
       mproc_process_join(w->proc, MPROC_FOREVER);
@@ -1261,8 +1279,15 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
   for (int i = 0; i < p->nworkers; i++)
     p->w[i].slot = i;
 
+  /* The first workers, then (fork) the fork server: both before the pool's thread
+   * exists. The workers first, so that the first task need not wait for the server. */
+  apr_thread_mutex_lock(p->mu);
+  for (int i = 0; i < p->nworkers && r == 0; i++)
+    r = worker_start(p, &p->w[i], true);
+  apr_thread_mutex_unlock(p->mu);
+  if (r != 0)
+    goto fail_workers;
   if (p->method == MPROC_START_FORK) {
-    /* The fork server, forked now, before the pool's thread exists. */
     mproc_conn *theirs = NULL, *theirs_fd = NULL;
     mproc__buf cb = {0};
     void **sshare = malloc((p->nshare + 1) * sizeof *sshare);
@@ -1293,14 +1318,8 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
     mproc_conn_free(theirs_fd);
     free(sshare);
     if (r != 0)
-      goto fail;
+      goto fail_workers;
   }
-  apr_thread_mutex_lock(p->mu);
-  for (int i = 0; i < p->nworkers && r == 0; i++)
-    r = worker_start(p, &p->w[i]);
-  apr_thread_mutex_unlock(p->mu);
-  if (r != 0)
-    goto fail_workers;
   if (apr_thread_create(&p->thread, NULL, dispatcher, p, p->apr) != APR_SUCCESS) {
     r = mproc__error(MPROC_ESYS, "cannot start the pool's thread");
     goto fail_workers;
@@ -1319,8 +1338,8 @@ fail_workers:
   }
 fail:
   mproc_conn_free(p->fdchan);
+  mproc_conn_free(p->server); /* the fork server, if any, ends with it */
   if (p->server_proc) {
-    mproc_conn_free(p->server);
     mproc_process_join(p->server_proc, MPROC_FOREVER);
     mproc_process_free(p->server_proc);
   }
