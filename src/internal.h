@@ -37,6 +37,11 @@ mproc_start_method mproc__resolve_start(mproc_start_method m);
  * apr_time_now(); and the time left until it (< 0: forever). */
 int64_t mproc__deadline(double timeout);
 double mproc__remaining(int64_t deadline);
+/* Busy-waits until done(arg), for at most us microseconds and not past deadline
+ * (< 0: none): true if done. A peer on another core often answers sooner than a
+ * sleep and its wake-up would take (tens of microseconds on a virtual machine).
+ * Never spins on a single CPU, where it would only delay the peer. */
+bool mproc__spin(bool (*done)(const void *arg), const void *arg, int64_t deadline, int64_t us);
 
 /* ------------------------------------------------------ wire encoding */
 

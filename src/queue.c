@@ -73,14 +73,6 @@ struct mproc_queue {
   qshm *s;
 };
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static uint64_t rec_size(uint64_t len) { return Q_HEAD + ((len + 7) & ~(uint64_t)7) + Q_TRAILER; }
 
 /* ------------------------------------------------------- ring bytes */
@@ -168,6 +160,20 @@ static void notify(_Atomic uint32_t *seq, _Atomic uint32_t *waiters) {
 
 typedef bool (*ready_fn)(qshm *s, const void *arg);
 
+typedef struct spin_arg {
+  qshm *s;
+  ready_fn ready;
+  const void *arg;
+  bool close_ends;
+} spin_arg;
+
+/* Stop spinning once ready, or once closed when that ends the wait. */
+static bool spin_done(const void *arg) {
+  const spin_arg *a = arg;
+  return a->ready(a->s, a->arg) ||
+         (a->close_ends && atomic_load_explicit(&a->s->closed, memory_order_relaxed));
+}
+
 /* How a wait treats the queue being closed, and whether it wakes up now and then. */
 enum { W_CLOSE_ENDS = 1, W_SLICED = 2 };
 
@@ -177,22 +183,12 @@ enum { W_CLOSE_ENDS = 1, W_SLICED = 2 };
 static int wait_for(qshm *s, _Atomic uint32_t *seq, _Atomic uint32_t *waiters, ready_fn ready,
                     const void *arg, int64_t deadline, int how) {
   bool slice = how & W_SLICED, close_ends = how & W_CLOSE_ENDS;
-  int64_t until = deadline, spin_end = 0;
+  int64_t until = deadline;
   /* No spinning for a call that may not wait (put_nowait, get_nowait). */
-  bool spin = deadline < 0 || mproc__remaining(deadline) > 0;
-  for (unsigned i = 0; spin; i++) {
-    if (ready(s, arg))
+  if (deadline < 0 || mproc__remaining(deadline) > 0) {
+    spin_arg sa = {s, ready, arg, close_ends};
+    if (mproc__spin(spin_done, &sa, deadline, Q_SPIN_US) && ready(s, arg))
       return 0;
-    if (close_ends && atomic_load_explicit(&s->closed, memory_order_relaxed))
-      break;
-    if ((i & 63) == 0) {
-      int64_t now = mproc__deadline(0);
-      if (spin_end == 0)
-        spin_end = now + Q_SPIN_US;
-      else if (now >= spin_end || (deadline >= 0 && now >= deadline))
-        break;
-    }
-    cpu_relax();
   }
   if (slice) {
     int64_t step = mproc__deadline(Q_SLICE);

@@ -17,6 +17,7 @@ static mproc_start_method default_method;
 /* This process's lifeline; the write end never leaves it. */
 static mproc__fd lifeline[2] = {MPROC__FD_INVALID, MPROC__FD_INVALID};
 static long lifeline_pid;
+static int ncpu = 1; /* set by mproc_init: whether spinning can help */
 
 static void at_exit(void) {
   /* A forked child that calls exit() inherits this handler; its parent's children
@@ -43,6 +44,7 @@ int mproc_init(int *argc, char ***argv) {
   if ((r = mproc__os_modules_snapshot()) != 0)
     return r;
   init_pid = mproc__os_getpid();
+  ncpu = mproc__os_cpu_count();
   /* Made now, while only this thread runs: pool threads start children later. */
   if ((r = mproc__lifeline(&life)) != 0)
     return r;
@@ -100,6 +102,32 @@ double mproc__remaining(int64_t deadline) {
     return -1;
   left = deadline - (int64_t)apr_time_now();
   return left > 0 ? (double)left / 1e6 : 0;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+bool mproc__spin(bool (*done)(const void *arg), const void *arg, int64_t deadline, int64_t us) {
+  int64_t end = 0;
+  if (ncpu < 2)
+    return done(arg);
+  for (unsigned i = 0;; i++) {
+    if (done(arg))
+      return true;
+    if ((i & 63) == 0) {
+      int64_t now = mproc__deadline(0);
+      if (end == 0)
+        end = deadline >= 0 && deadline < now + us ? deadline : now + us;
+      else if (now >= end)
+        return false;
+    }
+    cpu_relax();
+  }
 }
 
 int mproc__lifeline(mproc__fd *read_end) {
