@@ -75,6 +75,7 @@ struct mproc_result {
   size_t first_err_index;
   char *message;
   bool ready, cancelled;
+  struct worker *direct_w; /* apply: the worker whose reply its waiter may read itself */
   mproc_callbacks cb;
 
   /* J_ITER */
@@ -125,6 +126,12 @@ typedef struct worker {
   bool sending;    /* a thread writes to ch without the lock: nobody else may */
   chunk *on_wire;  /* the chunk being written; its results may come back first */
   bool wire_done;  /* they did: the writer frees it */
+  /* A lone apply handed straight to this worker: the thread that waits for it reads
+   * the reply itself, sparing a hop through the dispatcher, which leaves the channel
+   * alone meanwhile and sends the worker nothing else. */
+  mproc_result *direct;
+  bool reading; /* that thread is reading ch without the lock */
+  unsigned gen; /* counts the slot's workers: a replacement is not its predecessor */
 } worker;
 
 struct mproc_pool {
@@ -616,6 +623,7 @@ static int worker_start(mproc_pool *p, worker *w, bool own) {
 
   pool_seg *seg = p->seg->base.seg.addr;
   atomic_store(&seg->slots[w->slot].running, 0);
+  w->gen++;
   w->alive = w->eof = w->have_code = false;
   w->ninflight = 0;
   w->inflight_bytes = 0;
@@ -859,9 +867,30 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
 }
 
 static bool can_send(const mproc_pool *p, const worker *w) {
-  return w->alive && !w->eof && !w->sending && w->ninflight < WINDOW &&
+  return w->alive && !w->eof && !w->sending && w->direct == NULL && w->ninflight < WINDOW &&
          p->state != P_TERMINATE && !p->broken &&
          (p->maxtasks == 0 || w->assigned < p->maxtasks);
+}
+
+/* Whether w's end shows without its channel: through a wait descriptor of ours, or
+ * the fork server's report. Only then may the dispatcher leave the channel unread. */
+static bool exit_visible(const mproc_pool *p, const worker *w) {
+  return w->proc ? mproc__process_waitfd(w->proc) != MPROC__FD_INVALID
+                 : p->server != NULL && !p->server_done;
+}
+
+/* Whether the dispatcher reads w's channel: while chunks it sent are in flight, or
+ * when nothing else would show the worker's end; never while another thread does. */
+static bool dispatcher_reads(const mproc_pool *p, const worker *w) {
+  return !w->reading && ((w->direct == NULL && w->ninflight > 0) || !exit_visible(p, w));
+}
+
+/* The dispatcher reads w's reply from now on (nobody is reading it). */
+static void unreserve(worker *w) {
+  if (w->direct) {
+    w->direct->direct_w = NULL;
+    w->direct = NULL;
+  }
 }
 
 /* Feeds the workers, always the least busy one next, so that tasks spread over
@@ -929,6 +958,9 @@ static double check_timeouts(mproc_pool *p) {
 }
 
 static void on_server_message(mproc_pool *p);
+static void on_worker_message(mproc_pool *p, worker *w);
+static void worker_ended(mproc_pool *p, worker *w);
+static void worker_drain(mproc_pool *p, worker *w);
 
 /* Every message there is: those read ahead as well as the one that woke us. */
 static void on_server(mproc_pool *p) {
@@ -970,6 +1002,8 @@ static void on_server_message(mproc_pool *p) {
       /* Dead once its channel ended too (or we closed it, the pool closing). */
       if (w->eof || mproc_conn_fileno(w->ch) < 0)
         worker_dead(p, w);
+      else if (w->alive && !w->reading && !dispatcher_reads(p, w))
+        worker_drain(p, w);
     }
   }
   free(msg);
@@ -1008,8 +1042,13 @@ static void on_worker_message(mproc_pool *p, worker *w) {
     free(msg);
     return;
   }
-  /* End of the channel: the worker exited or died. */
+  worker_ended(p, w);
+}
+
+/* End of w's channel: the worker exited or died. */
+static void worker_ended(mproc_pool *p, worker *w) {
   w->eof = true;
+  unreserve(w);
   if (w->proc) {
     int code = 0;
     mproc_process_join(w->proc, MPROC_FOREVER);
@@ -1018,6 +1057,26 @@ static void on_worker_message(mproc_pool *p, worker *w) {
     worker_dead(p, w);
   } else if (w->have_code) {
     worker_dead(p, w);
+  }
+}
+
+/* Reads what a worker that exited left in its channel, to the end. A channel still
+ * open with nothing in it (a process the task started holds it) counts as ended. */
+static void worker_drain(mproc_pool *p, worker *w) {
+  /* Only once it has exited: what woke us may be about the slot's previous worker. */
+  if (w->proc ? mproc_process_join(w->proc, 0) != 0 : !w->have_code)
+    return;
+  unsigned gen = w->gen;
+  unreserve(w);
+  while (w->gen == gen && w->alive && !w->eof) {
+    mproc__fd fd = (mproc__fd)mproc_conn_fileno(w->ch);
+    unsigned char rd = 0;
+    size_t nready = 0;
+    if (mproc__conn_buffered(w->ch) ||
+        (mproc__os_poll_read(&fd, 1, 0, &rd, &nready) == 0 && nready > 0))
+      on_worker_message(p, w);
+    else
+      worker_ended(p, w);
   }
 }
 
@@ -1069,6 +1128,11 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
     size_t n = 0, nready;
     double timeout;
 
+    /* A reserved worker whose waiter is not reading is needed for other work. */
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->w[i].direct && !p->w[i].reading &&
+          (p->pending || p->retry || p->state != P_RUN || p->broken))
+        unreserve(&p->w[i]);
     if (p->broken && p->broken_msg)
       fail_everything(p, MPROC_EFAILED, p->broken_msg);
     if (p->state == P_TERMINATE) {
@@ -1080,18 +1144,28 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
     }
     run_callbacks(p);
     /* Closing and done: end the workers by closing their channels. */
-    if (p->state != P_RUN && p->live_jobs == 0 && !closing_sent) {
-      closing_sent = true;
+    if (p->state != P_RUN && p->live_jobs == 0) {
+      /* A channel a waiter is still reading is closed once it is done. */
       for (int i = 0; i < p->nworkers; i++)
-        if (p->w[i].alive && p->state == P_CLOSE)
+        if (p->w[i].alive && p->state == P_CLOSE && !p->w[i].reading &&
+            mproc_conn_fileno(p->w[i].ch) >= 0)
           mproc_conn_close(p->w[i].ch);
-      server_shutdown(p);
+      if (!closing_sent)
+        server_shutdown(p);
+      closing_sent = true;
     }
     if (p->state != P_RUN && p->live_jobs == 0 && all_workers_gone(p))
       break;
     if (p->state != P_RUN && p->broken && all_workers_gone(p) && p->live_jobs == 0)
       break;
 
+    /* The fork server told of this worker's exit while we still read its channel. */
+    for (int i = 0; i < p->nworkers; i++) {
+      worker *w = &p->w[i];
+      if (w->alive && w->have_code && !w->eof && !w->reading && !dispatcher_reads(p, w) &&
+          mproc_conn_fileno(w->ch) >= 0)
+        worker_drain(p, w);
+    }
     fds[n] = p->wake[0];
     who[n++] = -1;
     if (p->server && !p->server_done) {
@@ -1100,12 +1174,18 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
     }
     for (int i = 0; i < p->nworkers; i++) {
       worker *w = &p->w[i];
-      if (!w->alive)
-        continue;
+      if (!w->alive || w->reading)
+        continue; /* reading: the waiter hands it back when done */
       if (!w->eof && mproc_conn_fileno(w->ch) >= 0) {
-        fds[n] = (mproc__fd)mproc_conn_fileno(w->ch);
-        who[n++] = i;
-      } else if (w->eof || mproc_conn_fileno(w->ch) < 0) {
+        if (dispatcher_reads(p, w)) {
+          fds[n] = (mproc__fd)mproc_conn_fileno(w->ch);
+          who[n++] = i;
+        } else if (w->proc) {
+          /* Idle or reserved: only its exit matters (the fork server reports its own). */
+          fds[n] = mproc__process_waitfd(w->proc);
+          who[n++] = i + p->nworkers;
+        }
+      } else {
         /* A closed channel (pool closing): wait for the process itself. */
         if (w->proc) {
           fds[n] = mproc__process_waitfd(w->proc);
@@ -1142,9 +1222,15 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
         if (w->alive && !w->eof)
           on_worker_readable(p, w);
       } else {
-        /* A worker whose channel we closed: reaped when it exits. */
         worker *w = &p->w[who[i] - p->nworkers];
-        if (w->alive && w->proc && mproc_process_join(w->proc, 0) == 0) {
+        if (!w->alive || w->reading)
+          continue;
+        if (!w->eof && mproc_conn_fileno(w->ch) >= 0) {
+          /* An idle or reserved worker exited: what it wrote is still to be read. */
+          if (ready[i])
+            worker_drain(p, w);
+        } else if (w->proc && mproc_process_join(w->proc, 0) == 0) {
+          /* A worker whose channel we closed: reaped when it exits. */
           w->alive = false;
           mproc_process_free(w->proc);
           w->proc = NULL;
@@ -1353,19 +1439,61 @@ fail:
  * worker: waking the dispatcher to do it would add a thread switch to every round
  * trip. The dispatcher sees the results as usual. */
 static bool direct_dispatch(mproc_pool *p, mproc_result *j) {
-  if (j->kind != J_APPLY || p->pending != j || p->retry != NULL || p->task_timeout > 0)
+  if (j->kind != J_APPLY || p->pending != j || p->retry != NULL || p->task_timeout > 0 ||
+      j->cb.callback || j->cb.error_callback)
     return false;
   for (int i = 0; i < p->nworkers; i++) {
     worker *w = &p->w[i];
-    if (can_send(p, w) && w->ninflight == 0) {
+    /* Idle, so the dispatcher is not reading its channel now, and leaves it be. */
+    if (can_send(p, w) && w->ninflight == 0 && exit_visible(p, w)) {
       chunk *c = next_chunk(p, 1);
       if (c == NULL)
         return false;
+      pending_unlink(p, j);
+      w->direct = j;
+      j->direct_w = w;
       send_chunk(p, w, c);
       return true;
     }
   }
   return false;
+}
+
+/* The waiter of r reads its reply from r's reserved worker: one message, or none
+ * before `left` seconds pass. Called with mu held; drops it while waiting. */
+static void read_own_reply(mproc_pool *p, mproc_result *r, double left) {
+  worker *w = r->direct_w;
+  mproc__fd fd = (mproc__fd)mproc_conn_fileno(w->ch);
+  unsigned char rd = 0;
+  size_t nready = 0;
+  int e = 0;
+  w->reading = true;
+  if (!mproc__conn_buffered(w->ch)) {
+    apr_thread_mutex_unlock(p->mu);
+    e = mproc__os_poll_read(&fd, 1, left, &rd, &nready);
+    apr_thread_mutex_lock(p->mu);
+  } else {
+    nready = 1;
+  }
+  if (e == 0 && nready > 0)
+    on_worker_message(p, w); /* the reply, or the channel's end (the worker died) */
+  w->reading = false;
+  if (e != 0 || r->ready || !w->alive || w->eof) {
+    /* Done with the worker: the dispatcher has it back. It is woken only if it has
+     * something to do: work for the worker, a death to handle, a pool to close. */
+    bool changed = w->direct != r; /* a death (it unreserved) */
+    unreserve(w);
+    if (changed || e != 0 || p->pending || p->retry || p->state != P_RUN || p->broken)
+      wake_dispatcher(p);
+  }
+}
+
+/* The waiter gives up (a timeout): the dispatcher reads the reply when it comes. */
+static void hand_back(mproc_pool *p, mproc_result *r) {
+  if (r->direct_w && !r->direct_w->reading) {
+    unreserve(r->direct_w);
+    wake_dispatcher(p);
+  }
 }
 
 static int submit(mproc_pool *p, mproc_result *j, const char *fn) {
@@ -1583,8 +1711,14 @@ static int wait_ready(mproc_result *r, double timeout) {
   mproc_pool *p = r->pool;
   while (!r->ready) {
     double left = mproc__remaining(deadline);
-    if (deadline >= 0 && left == 0)
+    if (deadline >= 0 && left == 0) {
+      hand_back(p, r);
       return MPROC_ETIMEDOUT;
+    }
+    if (r->direct_w && !r->direct_w->reading && dispatcher_of != p) {
+      read_own_reply(p, r, left);
+      continue;
+    }
     if (left < 0)
       apr_thread_cond_wait(p->changed, p->mu);
     else
@@ -1637,6 +1771,8 @@ bool mproc_result_ready(mproc_result *r) {
     return false;
   apr_thread_mutex_lock(r->pool->mu);
   ready = r->ready;
+  if (!ready)
+    hand_back(r->pool, r); /* polled, not waited for: the dispatcher reads the reply */
   apr_thread_mutex_unlock(r->pool->mu);
   return ready;
 }
@@ -1713,6 +1849,7 @@ void mproc_result_free(mproc_result *r) {
     return;
   p = r->pool;
   apr_thread_mutex_lock(p->mu);
+  hand_back(p, r);
   bool last_pool_ref = p->refs == 1 && r->refs == 1;
   job_unref(r);
   if (!last_pool_ref)
