@@ -1032,6 +1032,63 @@ static void test_apply_async_states(void **state) {
   free_board(m);
 }
 
+/* A lone apply_async goes straight to an idle worker, and the thread that waits for
+ * it reads the reply itself. Every other way of treating that result still works:
+ * freeing it unread, other work needing the worker, polling it, closing the pool. */
+static void test_lone_apply_handoffs(void **state) {
+  mproc_pool_opts o = {0};
+  mproc_shm *m;
+  board *b;
+  void *share[1];
+  mproc_pool *p;
+  mproc_result *r, *r2;
+  int32_t in[50];
+  int64_t out[50];
+  int32_t seven = 7;
+  (void)state;
+  o.processes = 1;
+  p = make_board_pool(&o, &m, &b, share);
+
+  /* Freed unread: the worker goes on serving. */
+  assert_ok(mproc_pool_apply_async(p, task_getpid, NULL, 0, NULL, &r));
+  mproc_result_free(r);
+  assert_true(apply_i64(p, task_getpid, NULL, 0) > 0);
+
+  /* Unread while a map needs the only worker: both complete. */
+  for (int i = 0; i < 50; i++)
+    in[i] = i;
+  assert_ok(mproc_pool_apply_async(p, task_square, &seven, sizeof seven, NULL, &r));
+  assert_ok(mproc_pool_map(p, task_square, in, 50, sizeof *in, out, sizeof *out, 1));
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(out[i], square_of(i));
+  assert_int_equal(result_i64(r), square_of(7));
+  mproc_result_free(r);
+
+  /* A waiter that gives up, then polling only: the reply is read all the same. */
+  assert_ok(mproc_pool_apply_async(p, task_wait_release, NULL, 0, NULL, &r));
+  assert_int_equal(wait_int(&b->started, 1, 30), 1);
+  assert_mproc(mproc_result_wait(r, 0.02), MPROC_ETIMEDOUT);
+  istore(&b->release, 1);
+  for (int i = 0; i < 6000 && !mproc_result_ready(r); i++)
+    usleep(10000);
+  assert_true(mproc_result_ready(r));
+  assert_int_equal(result_i64(r), (int64_t)b->pids[0]);
+  mproc_result_free(r);
+
+  /* Unread when the pool closes: close waits for it, and it has its value. */
+  assert_ok(mproc_pool_apply_async(p, task_square, &seven, sizeof seven, NULL, &r));
+  assert_ok(mproc_pool_apply_async(p, task_square, &seven, sizeof seven, NULL, &r2));
+  assert_ok(mproc_pool_close(p));
+  assert_ok(mproc_pool_join(p));
+  assert_true(mproc_result_ready(r));
+  assert_int_equal(result_i64(r), square_of(7));
+  assert_int_equal(result_i64(r2), square_of(7));
+  mproc_result_free(r);
+  mproc_result_free(r2);
+  free_pool(p);
+  free_board(m);
+}
+
 /* callback on success, error_callback on failure, each exactly once, with the user
  * pointer and the result. */
 static void test_callbacks_once(void **state) {
@@ -2264,6 +2321,7 @@ static const struct CMUnitTest pool_tests[] = {
     TP(test_apply_bytes_exact),
     TP(test_apply_failures),
     TP(test_apply_async_states),
+    TP(test_lone_apply_handoffs),
     TP(test_callbacks_once),
     TP(test_apply_async_many),
     TP(test_callback_submits_and_blocking_is_estate),
