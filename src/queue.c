@@ -253,27 +253,32 @@ static void take(qshm *s, uint64_t new_head, uint64_t nmsg) {
   }
 }
 
-/* Repairs after a producer that died holding wlock: finish its publish. */
-static void producer_repair(qshm *s) {
-  uint64_t intent = atomic_load(&s->intent_tail);
+/* Finishes one side's update whose writer died holding that side's lock: stores
+ * the intended position (pos_intent holds it plus 1; 0: nothing was in progress)
+ * and message count again, then wakes the other side. */
+static void side_repair(_Atomic uint64_t *pos_intent, uint64_t count_intent,
+                        _Atomic uint64_t *count, _Atomic uint64_t *pos, _Atomic uint32_t *seq,
+                        _Atomic uint32_t *waiters) {
+  uint64_t intent = atomic_load(pos_intent);
   if (intent != 0) {
-    atomic_store(&s->published, s->intent_published);
-    if (atomic_load(&s->tail) < intent - 1)
-      atomic_store(&s->tail, intent - 1);
-    atomic_store(&s->intent_tail, 0);
-    notify(&s->data_seq, &s->data_waiters);
+    atomic_store(count, count_intent);
+    if (atomic_load(pos) < intent - 1)
+      atomic_store(pos, intent - 1);
+    atomic_store(pos_intent, 0);
+    notify(seq, waiters);
   }
 }
 
+/* After a producer that died holding wlock: finish its publish. */
+static void producer_repair(qshm *s) {
+  side_repair(&s->intent_tail, s->intent_published, &s->published, &s->tail, &s->data_seq,
+              &s->data_waiters);
+}
+
+/* After a consumer that died holding rlock: finish its take. */
 static void consumer_repair(qshm *s) {
-  uint64_t intent = atomic_load(&s->intent_head);
-  if (intent != 0) {
-    atomic_store(&s->taken, s->intent_taken);
-    if (atomic_load(&s->head) < intent - 1)
-      atomic_store(&s->head, intent - 1);
-    atomic_store(&s->intent_head, 0);
-    notify(&s->space_seq, &s->space_waiters);
-  }
+  side_repair(&s->intent_head, s->intent_taken, &s->taken, &s->head, &s->space_seq,
+              &s->space_waiters);
 }
 
 /* A message that was taken but will never be delivered (its record was aborted)
@@ -288,10 +293,18 @@ static void count_discarded(qshm *s) {
 /* With both locks held and a streamed record in flight whose other side is gone:
  * skip what is left of it on both sides at once. */
 static void fast_forward(qshm *s, uint64_t end) {
-  atomic_store(&s->w_stream_end, 0);
-  atomic_store(&s->r_stream_end, 0);
-  atomic_store(&s->tail, end);
-  atomic_store(&s->head, end);
+  /* As intents first, so that a death halfway is repaired by the next locker of
+   * each side, like a publish or a take. */
+  s->intent_published = LOAD(s->published);
+  s->intent_taken = LOAD(s->taken);
+  STORE(s->intent_tail, end + 1);
+  STORE(s->intent_head, end + 1);
+  STORE(s->w_stream_end, 0);
+  STORE(s->r_stream_end, 0);
+  STORE(s->tail, end);
+  STORE(s->head, end);
+  STORE(s->intent_tail, 0);
+  STORE(s->intent_head, 0);
   notify(&s->data_seq, &s->data_waiters);
   notify(&s->space_seq, &s->space_waiters);
 }
