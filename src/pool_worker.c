@@ -290,14 +290,19 @@ int mproc__pool_server_main(mproc_ctx *ctx, const void *arg, size_t len) {
     size_t nready;
     if (fds == NULL || ready == NULL)
       return 9;
+    bool polled = false;
     fds[0] = (mproc__fd)mproc_conn_fileno(ctl);
-    for (size_t i = 0; i < nw; i++)
+    for (size_t i = 0; i < nw; i++) {
       fds[i + 1] = mproc__process_waitfd(w[i].p);
+      polled |= fds[i + 1] == MPROC__FD_INVALID;
+    }
     /* A message read ahead with the last one is not on the descriptor any more. */
     bool buffered = mproc__conn_buffered(ctl);
-    r = mproc__os_poll_read(fds, nw + 1, buffered ? 0 : nw ? 1.0 : -1, ready, &nready);
+    /* Without a wait descriptor (no pidfd), exits are found by looking every 50 ms,
+     * as the dispatcher does: the pool reports a dead worker's task only then. */
+    r = mproc__os_poll_read(fds, nw + 1, buffered ? 0 : polled ? 0.05 : nw ? 1.0 : -1, ready,
+                            &nready);
     ready[0] |= buffered;
-    /* Without a wait descriptor (no pidfd), exits are found by polling each second. */
     for (size_t i = 0; r == 0 && i < nw;) {
       int code;
       if ((ready[i + 1] || fds[i + 1] == MPROC__FD_INVALID) &&

@@ -30,6 +30,7 @@ static void at_exit(void) {
 int mproc_init(int *argc, char ***argv) {
   apr_status_t st;
   mproc__fd life;
+  bool spawned;
   int r;
 
   if (argc == NULL || argv == NULL || *argv == NULL)
@@ -45,13 +46,16 @@ int mproc_init(int *argc, char ***argv) {
     return r;
   init_pid = mproc__os_getpid();
   ncpu = mproc__os_cpu_count();
-  /* Made now, while only this thread runs: pool threads start children later. */
-  if ((r = mproc__lifeline(&life)) != 0)
+  spawned = *argc >= 3 && strcmp((*argv)[1], MPROC__SPAWN_FLAG) == 0;
+  /* Made now, while only this thread runs: pool threads start children later. A
+   * spawned child makes its own when it first starts one, as a forked child does:
+   * made here, it would be closed with the descriptors not meant for the child. */
+  if (!spawned && (r = mproc__lifeline(&life)) != 0)
     return r;
   if (!initialized && atexit(at_exit) != 0)
     return mproc__error(MPROC_ESYS, "atexit() failed");
   initialized = true;
-  if (*argc >= 3 && strcmp((*argv)[1], MPROC__SPAWN_FLAG) == 0) {
+  if (spawned) {
     char *end;
     long fd = strtol((*argv)[2], &end, 10);
     if (*end != '\0' || fd < 0)

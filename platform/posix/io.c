@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,15 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "posix.h"
+
+/* macOS has no MSG_NOSIGNAL: its sockets take SO_NOSIGPIPE once, at creation. */
+#if !defined(MSG_NOSIGNAL)
+#define MSG_NOSIGNAL 0
+#define MPROC__SO_NOSIGPIPE 1
+#else
+#define MPROC__SO_NOSIGPIPE 0
+#endif
 
 /* Larger pipe buffers move big messages in fewer context switches; 1 MiB is the
  * default ceiling an unprivileged process may ask for on Linux. */
@@ -33,20 +43,86 @@ const char *mproc__os_strerror(int oserr, char *buf, size_t cap) {
 #endif
 }
 
+/* Without pipe2 and SOCK_CLOEXEC a descriptor is made close-on-exec by a second
+ * call, and a fork and exec by another thread in between carries it into the new
+ * program. mproc's own children cannot keep it: a forked one closes every
+ * descriptor but its own list at once (mproc__os_fork), a spawned one does the same
+ * in mproc_init before running anything. A program that other code of the process
+ * starts in that window holds it until it exits; that is the limit of every library
+ * on such a system (Python's os.pipe included), and why the atomic calls are used
+ * where they exist. */
+#if !MPROC__USE_PIPE2 || !MPROC__USE_SOCK_CLOEXEC || !MPROC__USE_MSG_CMSG_CLOEXEC
+static int make_private(int fd, const char *call) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+    return mproc__error_os(errno, "fcntl(FD_CLOEXEC) on the descriptor %s made failed", call);
+  return 0;
+}
+
+#endif
+
+#if !MPROC__USE_PIPE2 || !MPROC__USE_SOCK_CLOEXEC
+static int private_pair(int p[2], const char *call) {
+  int r = make_private(p[0], call);
+  if (r == 0)
+    r = make_private(p[1], call);
+  if (r != 0) {
+    close(p[0]);
+    close(p[1]);
+  }
+  return r;
+}
+#endif
+
+static int make_socketpair(int p[2]) {
+#if MPROC__USE_SOCK_CLOEXEC
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0)
+    return mproc__error_os(errno, "socketpair() failed");
+#else
+  int r;
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) != 0)
+    return mproc__error_os(errno, "socketpair() failed");
+  if ((r = private_pair(p, "socketpair()")) != 0)
+    return r;
+#endif
+#if MPROC__SO_NOSIGPIPE
+  {
+    int on = 1;
+    for (int i = 0; i < 2; i++)
+      if (setsockopt(p[i], SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on) != 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return mproc__error_os(e, "setsockopt(SO_NOSIGPIPE) failed");
+      }
+  }
+#endif
+  return 0;
+}
+
+static int make_pipe(int p[2]) {
+#if MPROC__USE_PIPE2
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return mproc__error_os(errno, "pipe2() failed");
+#else
+  int r;
+  if (pipe(p) != 0)
+    return mproc__error_os(errno, "pipe() failed");
+  if ((r = private_pair(p, "pipe()")) != 0)
+    return r;
+#endif
+#if MPROC__USE_SETPIPE_SZ
+  /* Best effort: a smaller buffer only costs speed. Elsewhere the size is fixed. */
+  (void)fcntl(p[1], F_SETPIPE_SZ, MPROC__PIPE_BUFFER);
+#endif
+  return 0;
+}
+
 int mproc__os_pipe(mproc__fd fds[2], bool duplex) {
   int p[2];
-
-  if (duplex) {
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0)
-      return mproc__error_os(errno, "socketpair() failed");
-  } else {
-    if (pipe2(p, O_CLOEXEC) != 0)
-      return mproc__error_os(errno, "pipe2() failed");
-#ifdef F_SETPIPE_SZ
-    /* Best effort: a smaller buffer only costs speed. */
-    (void)fcntl(p[1], F_SETPIPE_SZ, MPROC__PIPE_BUFFER);
-#endif
-  }
+  int r = duplex ? make_socketpair(p) : make_pipe(p);
+  if (r != 0)
+    return r;
   fds[0] = p[0];
   fds[1] = p[1];
   return 0;
@@ -94,11 +170,21 @@ static void sigpipe_block(sigpipe_guard *g) {
 static void sigpipe_unblock(sigpipe_guard *g, bool raised) {
   if (raised && !g->was_pending) {
     sigset_t set;
-    struct timespec zero = {0, 0};
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
+#if defined(__APPLE__)
+    /* No sigtimedwait: sigwait returns at once for a signal known to be pending. */
+    {
+      sigset_t pending;
+      int sig;
+      if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1)
+        (void)sigwait(&set, &sig);
+    }
+#else
+    struct timespec zero = {0, 0};
     while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
       ;
+#endif
   }
   pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
@@ -267,9 +353,16 @@ int mproc__os_recv_fd(mproc__fd sock, mproc__fd *fd) {
   m.msg_iovlen = 1;
   m.msg_control = ctl.space;
   m.msg_controllen = sizeof ctl.space;
+#if MPROC__USE_MSG_CMSG_CLOEXEC
   do
     n = recvmsg((int)sock, &m, MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
+#else
+  /* Made close-on-exec below; the window is the one make_private describes. */
+  do
+    n = recvmsg((int)sock, &m, 0);
+  while (n < 0 && errno == EINTR);
+#endif
   if (n < 0)
     return mproc__error_os(errno, "recvmsg(SCM_RIGHTS) failed");
   if (n == 0)
@@ -278,6 +371,15 @@ int mproc__os_recv_fd(mproc__fd sock, mproc__fd *fd) {
   if (c == NULL || c->cmsg_type != SCM_RIGHTS)
     return mproc__error(MPROC_EPROTO, "expected a descriptor, got none");
   memcpy(&f, CMSG_DATA(c), sizeof f);
+#if !MPROC__USE_MSG_CMSG_CLOEXEC
+  {
+    int r = make_private(f, "recvmsg(SCM_RIGHTS)");
+    if (r != 0) {
+      close(f);
+      return r;
+    }
+  }
+#endif
   *fd = f;
   return 0;
 }

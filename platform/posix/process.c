@@ -2,26 +2,43 @@
  * with the parent. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__linux__)
+#include "internal.h"
+#include "posix.h"
+
+#if MPROC__USE_PDEATHSIG
 #include <sys/prctl.h>
 #endif
+#if defined(__APPLE__)
+#include <sys/proc.h>
+#include <sys/sysctl.h>
+#elif defined(__FreeBSD__)
+#include <sys/param.h>
+#include <sys/proc.h>
+#include <sys/sysctl.h>
+#include <sys/user.h>
+#endif
 
-#include "internal.h"
-
+#if defined(__APPLE__)
+/* A shared library on macOS has no `environ` to link against. */
+#include <crt_externs.h>
+#define MPROC__ENVIRON (*_NSGetEnviron())
+#else
 extern char **environ;
+#define MPROC__ENVIRON environ
+#endif
 
 /* The first descriptor a spawned child receives its descriptors at. */
 #define MPROC__CHILD_FD_BASE 3
@@ -43,15 +60,129 @@ long mproc__os_getpid(void) {
   return cached_pid;
 }
 
+/* The tag is made on a thread's first call and made again in a forked child, whose
+ * thread inherits the parent's tag with the parent's pid in it. */
+uint64_t mproc__posix_thread_tag(void) {
+  static _Atomic uint32_t last_number;
+  static MPROC__THREAD_LOCAL uint64_t tag;
+  static MPROC__THREAD_LOCAL long tag_pid;
+  long pid = mproc__os_getpid();
+
+  if (tag_pid != pid) {
+    uint32_t n = atomic_fetch_add_explicit(&last_number, 1, memory_order_relaxed) + 1;
+    tag = ((uint64_t)(uint32_t)pid << 32) | n;
+    tag_pid = pid;
+  }
+  return tag;
+}
+
 uint64_t mproc__os_thread_id(void) {
-#if defined(SYS_gettid)
+#if MPROC__USE_GETTID
   return (uint64_t)syscall(SYS_gettid);
 #else
-  /* Without system-wide thread ids, pair the pid with this thread's address. */
-  static MPROC__THREAD_LOCAL char here;
-  return ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&here;
+  return mproc__posix_thread_tag();
 #endif
 }
+
+/* ------------------------------------------------- is a process alive */
+
+/* What the system says of pid: 1 when it exists (with *zombie and *start set), 0 when
+ * it does not, -1 when it cannot say. */
+static int proc_info(long pid, bool *zombie, uint64_t *start) {
+#if defined(__linux__)
+  /* /proc/<pid>/stat: "pid (comm) state ppid ..." with the start time (clock ticks
+   * after boot) as field 22. comm may hold spaces and parentheses: fields are
+   * counted from the last ')'. */
+  char path[64], buf[1024], *p;
+  ssize_t n;
+  int fd;
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  do
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0)
+    return errno == ENOENT || errno == ESRCH ? 0 : -1;
+  do
+    n = read(fd, buf, sizeof buf - 1);
+  while (n < 0 && errno == EINTR);
+  close(fd);
+  if (n <= 0)
+    return n == 0 || errno == ESRCH ? 0 : -1;
+  buf[n] = '\0';
+  if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
+    return -1;
+  p += 2; /* at field 3, the state */
+  *zombie = *p == 'Z' || *p == 'X' || *p == 'x';
+  for (int field = 3; field < 22 && p != NULL; field++)
+    if ((p = strchr(p, ' ')) != NULL)
+      p++;
+  *start = p ? strtoull(p, NULL, 10) : 0;
+  return 1;
+#elif defined(__APPLE__) || defined(__FreeBSD__)
+  int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, (int)pid};
+  struct kinfo_proc kp;
+  size_t len = sizeof kp;
+  if (sysctl(mib, 4, &kp, &len, NULL, 0) != 0)
+    return errno == ESRCH ? 0 : -1;
+  if (len == 0)
+    return 0;
+#if defined(__APPLE__)
+  *zombie = kp.kp_proc.p_stat == SZOMB;
+  *start = (uint64_t)kp.kp_proc.p_starttime.tv_sec * 1000000u +
+           (uint64_t)kp.kp_proc.p_starttime.tv_usec;
+#else
+  *zombie = kp.ki_stat == SZOMB;
+  *start = (uint64_t)kp.ki_start.tv_sec * 1000000u + (uint64_t)kp.ki_start.tv_usec;
+#endif
+  return 1;
+#else
+  (void)pid;
+  (void)zombie;
+  (void)start;
+  return -1;
+#endif
+}
+
+uint64_t mproc__posix_start_time(void) {
+  static _Atomic long for_pid;
+  static _Atomic uint64_t start;
+  long pid = mproc__os_getpid();
+
+  if (atomic_load_explicit(&for_pid, memory_order_acquire) != pid) {
+    bool zombie;
+    uint64_t s = 0;
+    if (proc_info(pid, &zombie, &s) != 1)
+      s = 0;
+    atomic_store_explicit(&start, s, memory_order_relaxed);
+    atomic_store_explicit(&for_pid, pid, memory_order_release);
+  }
+  return atomic_load_explicit(&start, memory_order_relaxed);
+}
+
+bool mproc__posix_proc_gone(long pid, uint64_t started) {
+  bool zombie = false;
+  uint64_t start = 0;
+  int known;
+
+  if (pid <= 0)
+    return false;
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    return true;
+  known = proc_info(pid, &zombie, &start);
+  if (known == 0 || (known == 1 && zombie))
+    return true;
+  if (known == 1)
+    return started != 0 && start != 0 && start != started;
+  {
+    /* The system cannot say: a child of ours that ended is still seen, unreaped. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           si.si_pid == (pid_t)pid;
+  }
+}
+
+/* ---------------------------------------------------------------- exit */
 
 void mproc__os_exit(int code) {
   fflush(NULL);
@@ -91,7 +222,7 @@ static void close_all_but(const mproc__fd *keep, size_t n) {
     if (i < n && (s[i] < 3 || (unsigned)s[i] < lo))
       continue;
     if (hi > lo) {
-#if defined(SYS_close_range)
+#if MPROC__USE_CLOSE_RANGE
       if (syscall(SYS_close_range, lo, hi - 1, 0) != 0)
         close_range_fallback(lo, hi);
 #else
@@ -104,42 +235,62 @@ static void close_all_but(const mproc__fd *keep, size_t n) {
     free(s);
 }
 
-/* The portable way to die with the parent: the parent alone holds the write end of
- * the lifeline, so the read end hangs up when the parent is gone, however it ended. */
-static void *lifeline_watch(void *arg) {
-  struct pollfd p = {(int)(intptr_t)arg, POLLIN, 0};
-  char c;
-  for (;;) {
-    int k = poll(&p, 1, -1);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k > 0 && (p.revents & POLLIN) && read(p.fd, &c, 1) > 0)
-      continue; /* nobody writes; ignore stray bytes */
-    break;
-  }
+/* The portable way to die with the parent: a thread that looks at the parent's pid
+ * every MPROC__PARENT_CHECK_NS. An orphan is given a new parent (init, or a
+ * subreaper), so getppid() changes when the parent is gone, however it ended. The
+ * lifeline would tell at once, but a child would have to keep it open all its life,
+ * a descriptor besides those meant for it. */
+#define MPROC__PARENT_CHECK_NS 100000000L
+
+typedef struct watch_arg {
+  pid_t parent;
+  _Atomic bool running; /* set by the watcher once it no longer needs this */
+} watch_arg;
+
+static void *parent_watch(void *arg) {
+  watch_arg *w = arg;
+  pid_t parent = w->parent;
+  struct timespec ts = {0, MPROC__PARENT_CHECK_NS};
+  atomic_store(&w->running, true);
+  while (getppid() == parent)
+    nanosleep(&ts, NULL);
   /* The same end PR_SET_PDEATHSIG(SIGKILL) gives. */
   kill(getpid(), SIGKILL);
   return NULL;
 }
 
-static int watch_lifeline(mproc__fd lifeline) {
+/* Returns once the watcher runs its own code. Until then the new thread may be
+ * inside the C library or a sanitizer's runtime (AddressSanitizer's thread start
+ * allocates), and a fork of this process in that time would give the child those
+ * locks held by a thread it does not have. */
+static int watch_parent(long parent_pid) {
+  watch_arg w = {(pid_t)parent_pid, false};
   pthread_t t;
   pthread_attr_t attr;
+  sigset_t all, old;
   int e;
 
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
-  e = pthread_create(&t, &attr, lifeline_watch, (void *)(intptr_t)lifeline);
+  /* The watcher takes no signals: they stay with the program's own threads. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  e = pthread_create(&t, &attr, parent_watch, &w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
-  return e == 0 ? 0 : mproc__error_os(e, "cannot start the thread watching the parent");
+  if (e != 0)
+    return mproc__error_os(e, "cannot start the thread watching the parent");
+  while (!atomic_load(&w.running))
+    sched_yield();
+  return 0;
 }
 
 /* Linux can signal a child when its parent dies, without a thread; but the signal is
- * tied to the thread that created the child, so it only stands in for the lifeline
- * when that thread is the main thread, whose end is the process's end. */
+ * tied to the thread that created the child, so it only stands in for the watching
+ * thread when that thread is the main thread, whose end is the process's end. */
 bool mproc__os_death_signal_usable(void) {
-#if defined(__linux__) && !defined(MPROC_FORCE_FALLBACKS) && defined(SYS_gettid)
+#if MPROC__USE_PDEATHSIG
   return syscall(SYS_gettid) == getpid();
 #else
   return false;
@@ -147,14 +298,15 @@ bool mproc__os_death_signal_usable(void) {
 }
 
 static int die_with_parent(long parent_pid, bool use_signal, mproc__fd lifeline) {
-#if defined(__linux__) && !defined(MPROC_FORCE_FALLBACKS)
+  /* Neither way watches the lifeline (see parent_watch): the child lets it go. */
+  if (lifeline != MPROC__FD_INVALID)
+    close((int)lifeline);
+#if MPROC__USE_PDEATHSIG
   if (use_signal) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
       return mproc__error_os(errno, "prctl(PR_SET_PDEATHSIG) failed");
     if ((long)getppid() != parent_pid)
       kill(getpid(), SIGKILL); /* the parent died before the signal was armed */
-    if (lifeline != MPROC__FD_INVALID)
-      close((int)lifeline);
     return 0;
   }
 #else
@@ -162,12 +314,17 @@ static int die_with_parent(long parent_pid, bool use_signal, mproc__fd lifeline)
 #endif
   if ((long)getppid() != parent_pid)
     kill(getpid(), SIGKILL);
-  return lifeline == MPROC__FD_INVALID ? 0 : watch_lifeline(lifeline);
+  return watch_parent(parent_pid);
 }
 
+/* Without pidfd_open (before Linux 5.3, and elsewhere) a process has no descriptor
+ * that becomes readable when it exits: mproc__os_proc_wait then polls waitpid with a
+ * growing interval, and the pool looks at such workers every 50 ms. A SIGCHLD
+ * handler writing to a pipe would avoid the polling, but it would take the
+ * process-wide signal disposition away from the program. */
 static int open_waitfd(mproc__os_proc *proc) {
   proc->waitfd = MPROC__FD_INVALID;
-#if defined(SYS_pidfd_open) && !defined(MPROC_FORCE_FALLBACKS)
+#if MPROC__USE_PIDFD
   {
     /* The pid cannot be reused before we reap it, so this names our child. */
     long fd = syscall(SYS_pidfd_open, (pid_t)proc->pid, 0);
@@ -242,11 +399,12 @@ int mproc__os_spawn(mproc__os_proc *proc, const char *exe, const char *argv0,
       goto out;
     }
   }
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  /* Descriptors someone else created without close-on-exec stay out of the child. */
+#if MPROC__USE_SPAWN_CLOSEFROM
+  /* Descriptors someone else created without close-on-exec stay out of the child.
+   * Without this action the child closes them itself, in mproc__os_child_setup. */
   (void)posix_spawn_file_actions_addclosefrom_np(&fa, (int)(MPROC__CHILD_FD_BASE + n));
 #endif
-  e = posix_spawn(&pid, exe, &fa, &attr, argv, environ);
+  e = posix_spawn(&pid, exe, &fa, &attr, argv, MPROC__ENVIRON);
   if (e != 0) {
     r = mproc__error_os(e, "posix_spawn(\"%s\") failed", exe);
     goto out;
