@@ -570,6 +570,24 @@ static void test_signals(void) {
   CHECK(spawn_role("sleep", NULL, 0, MPROC__FD_INVALID, "", &p) == 0);
   CHECK(mproc__os_proc_signal(&p, true) == 0);
   CHECK(wait_code(&p, 20) == -9);
+
+  /* A process handle among pipes in a poll: ready once the process ends. */
+  {
+    mproc__fd pipe[2], set[2];
+    unsigned char ready[2];
+    size_t nready = 0;
+    CHECK(mproc__os_pipe(pipe, false) == 0);
+    CHECK(spawn_role("sleep", NULL, 0, MPROC__FD_INVALID, "", &p) == 0);
+    set[0] = pipe[0];
+    set[1] = p.waitfd;
+    CHECK(mproc__os_poll_read(set, 2, 0.2, ready, &nready) == 0 && nready == 0);
+    CHECK(mproc__os_proc_signal(&p, false) == 0);
+    CHECK(mproc__os_poll_read(set, 2, 10, ready, &nready) == 0 && nready == 1 && ready[1] &&
+          !ready[0]);
+    CHECK(wait_code(&p, 20) == -15);
+    mproc__os_close(pipe[0]);
+    mproc__os_close(pipe[1]);
+  }
 }
 
 static void test_lifeline(void) {
@@ -702,6 +720,56 @@ static void test_mutex(void) {
   mproc__os_close(h);
 }
 
+typedef struct sleeper_arg {
+  _Atomic uint32_t *word;
+  _Atomic uint32_t *woken;
+} sleeper_arg;
+
+static DWORD WINAPI word_sleeper(void *p) {
+  sleeper_arg *a = p;
+  int64_t deadline = mproc__deadline(10);
+  while (atomic_load(a->word) == 0)
+    if (mproc__os_word_wait((uint32_t *)a->word, 0, deadline) == MPROC_ETIMEDOUT)
+      return 1;
+  atomic_fetch_add(a->woken, 1);
+  return 0;
+}
+
+/* Several sleepers on one word of this process's mapping: wake(1) wakes one, wake(-1)
+ * the rest. */
+static void test_words_threads(void) {
+  enum { N = 4 };
+  mproc__fd h;
+  area *a;
+  HANDLE t[N];
+  _Atomic uint32_t woken = 0;
+  sleeper_arg sa;
+
+  CHECK(mproc__os_shm_create(sizeof(area), &h) == 0);
+  CHECK(mproc__os_shm_map(h, sizeof(area), (void **)&a) == 0);
+  sa.word = &a->flag;
+  sa.woken = &woken;
+  for (int i = 0; i < N; i++)
+    t[i] = CreateThread(NULL, 0, word_sleeper, &sa, 0, NULL);
+  Sleep(200);
+  /* The word still says 0: a woken sleeper looks and sleeps again. */
+  mproc__os_word_wake((uint32_t *)&a->flag, 1);
+  Sleep(100);
+  CHECK(atomic_load(&woken) == 0);
+  atomic_store(&a->flag, 1);
+  mproc__os_word_wake((uint32_t *)&a->flag, -1);
+  WaitForMultipleObjects(N, t, TRUE, 10000);
+  CHECK(atomic_load(&woken) == N);
+  for (int i = 0; i < N; i++) {
+    DWORD code = 9;
+    GetExitCodeThread(t[i], &code);
+    CHECK(code == 0);
+    CloseHandle(t[i]);
+  }
+  mproc__os_shm_unmap(a, sizeof(area));
+  mproc__os_close(h);
+}
+
 static void test_words(void) {
   enum { ROUNDS = 2000 };
   mproc__fd h;
@@ -824,6 +892,7 @@ int main(int argc, char **argv) {
       {"poll", test_poll},         {"spawn", test_spawn},       {"handle list", test_leak},
       {"signals", test_signals},   {"lifeline", test_lifeline}, {"job", test_job},
       {"shm", test_shm},           {"mutex", test_mutex},       {"words", test_words},
+      {"word threads", test_words_threads},
       {"modules", test_modules},   {"unsupported", test_unsupported},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
