@@ -635,7 +635,9 @@ int mproc__os_word_wait(uint32_t *word, uint32_t expected, int64_t deadline) {
       slot->pid == GetCurrentProcessId() && slot->token == me->token) {
     slot->offset1 = 0;
     park_unlock(v);
-    return wr == WAIT_TIMEOUT ? MPROC_ETIMEDOUT : 0;
+    /* The system's timers may end a wait a little early: only a deadline really
+     * passed is a timeout, anything else a spurious return. */
+    return wr == WAIT_TIMEOUT && mproc__remaining(deadline) == 0 ? MPROC_ETIMEDOUT : 0;
   }
   (void)WaitForSingleObject(me->event, 0);
   park_unlock(v);
