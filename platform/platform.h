@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* MinGW's __MINGW_PRINTF_FORMAT */
 
 #include "mproc.h"
 
@@ -17,6 +18,15 @@
 #define MPROC__THREAD_LOCAL __declspec(thread)
 #else
 #define MPROC__THREAD_LOCAL _Thread_local
+#endif
+
+/* The archetype of printf-like checks: MinGW's own where it has one (gnu_printf
+ * when the build asks for its C99 printf, which the library needs for %zu;
+ * ms_printf otherwise), plain printf elsewhere. */
+#if defined(__MINGW_PRINTF_FORMAT)
+#define MPROC__PRINTF_FORMAT __MINGW_PRINTF_FORMAT
+#else
+#define MPROC__PRINTF_FORMAT printf
 #endif
 
 /* An OS descriptor: a file descriptor on POSIX, a HANDLE (as intptr_t) on Windows. */
@@ -65,6 +75,8 @@ typedef struct mproc__os_start {
                          parent's death, or invalid */
 } mproc__os_start;
 
+/* Whether this system has fork, the default start method where it has. */
+bool mproc__os_can_fork(void);
 /* Forks. Returns 1 in the child (with every descriptor but 0-2 and start->keep
  * closed, and set to die with its parent), 0 in the parent with *proc filled in. */
 int mproc__os_fork(mproc__os_proc *proc, const mproc__os_start *start);

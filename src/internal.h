@@ -15,14 +15,14 @@
 /* Records code with a formatted message as this thread's last error; returns code. */
 int mproc__error(int code, const char *fmt, ...)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
+    __attribute__((format(MPROC__PRINTF_FORMAT, 2, 3)))
 #endif
     ;
 /* The same for an OS error: MPROC_ESYS (or MPROC_ENOMEM) keeping oserr, with the OS
  * text appended to the message. Used by platform/. */
 int mproc__error_os(int oserr, const char *fmt, ...)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
+    __attribute__((format(MPROC__PRINTF_FORMAT, 2, 3)))
 #endif
     ;
 /* The text of an OS error (strerror / FormatMessage), in buf. */

@@ -80,6 +80,9 @@ int mproc__check_init(const char *fn) {
 int mproc_set_start_method(mproc_start_method method) {
   if (method != MPROC_START_DEFAULT && method != MPROC_START_FORK && method != MPROC_START_SPAWN)
     return mproc__error(MPROC_EINVAL, "mproc_set_start_method: unknown method %d", (int)method);
+  if (method == MPROC_START_FORK && !mproc__os_can_fork())
+    return mproc__error(MPROC_ENOTSUP, "mproc_set_start_method: this system has no fork; spawn "
+                                       "is its only start method");
   default_method = method;
   return 0;
 }
@@ -89,7 +92,9 @@ mproc_start_method mproc_get_start_method(void) { return mproc__resolve_start(de
 mproc_start_method mproc__resolve_start(mproc_start_method m) {
   if (m == MPROC_START_DEFAULT)
     m = default_method;
-  return m == MPROC_START_DEFAULT ? MPROC_START_FORK : m;
+  if (m == MPROC_START_DEFAULT)
+    m = mproc__os_can_fork() ? MPROC_START_FORK : MPROC_START_SPAWN;
+  return m;
 }
 
 int mproc_cpu_count(void) { return mproc__os_cpu_count(); }

@@ -335,6 +335,8 @@ static int open_waitfd(mproc__os_proc *proc) {
   return 0;
 }
 
+bool mproc__os_can_fork(void) { return true; }
+
 int mproc__os_fork(mproc__os_proc *proc, const mproc__os_start *start) {
   sigset_t all, old;
   long parent = (long)getpid();

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The Windows lane of CI: cross-compiles for 64-bit Windows with Debian's mingw-w64 and
+# runs the tests under Debian's wine. Runs as root on a fresh Debian 12, from any directory.
+#
+#   .ci/windows-lane.sh [BUILD_DIR]            (default: build-ci in the repository)
+#
+#   1. packages        apt-get install of the cross compiler, wine and the build tools
+#   2. dependencies    cmake/mingw/build-deps.sh: static APR and CMocka for mingw from
+#                      Debian's source packages, and the wine prefix, cached in
+#                      BUILD_DIR/mingw-deps (skipped when the cache is complete)
+#   3. selftest        cmake/mingw/selftest cross-built with the toolchain file, run by ctest
+#                      under wine
+#   4. mproc           configure with the toolchain file; build and ctest once the Windows
+#                      layer is complete (MPROC_WINDOWS_BUILD=1 turns them on now)
+#
+# Exit status: 0 when everything that ran passed; 3 when the lane stopped because
+# platform/win32 is not complete yet (steps 1-3 passed); anything else is a failure.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+mkdir -p "${1:-$repo/build-ci}"
+out=$(cd "${1:-$repo/build-ci}" && pwd)
+deps=$out/mingw-deps
+toolchain=$repo/cmake/mingw/toolchain-x86_64-w64-mingw32.cmake
+wine_run=$repo/cmake/mingw/wine-run.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+ctest_timeout=600
+
+export DEBIAN_FRONTEND=noninteractive
+lane_start=$SECONDS
+phase() { printf '\n=== windows: %s (%s, %ds into the lane)\n' "$1" "$(date -u +%H:%M:%S)" "$((SECONDS - lane_start))"; }
+
+# Whatever happens, end the wine processes of the prefix: a test killed on timeout may
+# leave Windows children behind, and a wineserver lingering after the lane would hold
+# the build folder.
+trap '"$wine_run" --prefix "$deps/wineprefix" --stop || true' EXIT
+
+phase "packages"
+apt-get update
+# gcc-mingw-w64-x86-64 brings both thread variants (-posix, -win32); the toolchain file
+# uses -posix. wine64 is the 64-bit loader; wine is the command-line front end.
+# dpkg-dev: apt-get source (and dpkg-source, perl). make: the generator of the cross builds.
+apt-get install -y --no-install-recommends \
+  cmake make pkg-config dpkg-dev \
+  gcc-mingw-w64-x86-64 wine wine64
+cmake --version | head -n 1
+x86_64-w64-mingw32-gcc-posix --version | head -n 1
+dpkg-query -W -f='wine ${Version}\n' wine64
+
+phase "dependencies (APR, CMocka, wine prefix)"
+cmake/mingw/build-deps.sh "$deps"
+
+phase "selftest: configure, build, ctest under wine"
+cmake -S cmake/mingw/selftest -B "$out/mingw-selftest" \
+  -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DMPROC_MINGW_DEPS="$deps"
+cmake --build "$out/mingw-selftest" -j "$jobs"
+ctest --test-dir "$out/mingw-selftest" --output-on-failure --no-tests=error \
+  --timeout "$ctest_timeout"
+
+# ============================================================================ mproc
+# mproc itself, cross-built. Static: a shared mproc would be libmproc.dll in the build
+# root while the tests run from tests/, and wine would not find it.
+phase "mproc: configure for Windows"
+mproc_build=$out/win64
+configure_log=$out/win64-configure.log
+if ! cmake -S . -B "$mproc_build" \
+     -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DMPROC_MINGW_DEPS="$deps" \
+     -DCMAKE_BUILD_TYPE=Debug -DBUILD_SHARED_LIBS=OFF -DMPROC_BUILD_BENCH=OFF \
+     >"$configure_log" 2>&1; then
+  cat "$configure_log"
+  # CMakeLists.txt stops on purpose while platform/win32/ has no sources ("has no sources
+  # yet"); a missing platform/win32 file is the same situation.
+  if grep -Eq 'platform/win32/ has no sources yet|platform/win32/[^ ]*\.c' "$configure_log"; then
+    echo
+    echo "windows: STOPPED: mproc does not configure for Windows yet: platform/win32/ is not"
+    echo "windows: complete. The toolchain, APR, CMocka and wine are ready (the selftest passed)."
+    exit 3
+  fi
+  echo "windows: mproc's configure for Windows failed (log: $configure_log)" >&2
+  exit 1
+fi
+cat "$configure_log"
+
+# ---------------------------------------------------------------------------------
+# TO ENABLE when platform/win32 is complete: build mproc and run its tests under wine.
+# Until then it runs only on request (MPROC_WINDOWS_BUILD=1), so that the lane checks the
+# toolchain without failing on the Windows layer that is still being written.
+# When enabling: drop the condition, keep the commands.
+if [ "${MPROC_WINDOWS_BUILD:-0}" = 1 ]; then
+  phase "mproc: build for Windows"
+  cmake --build "$mproc_build" -j "$jobs"
+
+  phase "mproc: tests under wine"
+  ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
+    --timeout "$ctest_timeout" -LE large -j "$jobs"
+else
+  echo "windows: mproc configured; its build and tests are not enabled yet (MPROC_WINDOWS_BUILD=1 runs them)"
+fi
+# ---------------------------------------------------------------------------------
+
+phase "windows lane passed"

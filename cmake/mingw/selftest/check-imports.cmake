@@ -1,0 +1,15 @@
+# cmake -DOBJDUMP=... -DEXE=... -P check-imports.cmake
+# Fails when EXE imports a DLL that a plain Windows (or wine) prefix does not have.
+execute_process(COMMAND "${OBJDUMP}" -p "${EXE}" OUTPUT_VARIABLE _out RESULT_VARIABLE _rc)
+if(NOT _rc EQUAL 0)
+  message(FATAL_ERROR "${OBJDUMP} -p ${EXE} failed")
+endif()
+string(REGEX MATCHALL "DLL Name: [^\n]+" _dlls "${_out}")
+string(REPLACE "DLL Name: " "" _dlls "${_dlls}")
+message(STATUS "imports: ${_dlls}")
+foreach(_dll IN LISTS _dlls)
+  string(TOLOWER "${_dll}" _dll)
+  if(_dll MATCHES "^(libwinpthread|libgcc_s|libstdc|libapr|libcmocka|cmocka)")
+    message(FATAL_ERROR "${EXE} needs ${_dll} at run time: it should be linked statically")
+  endif()
+endforeach()
