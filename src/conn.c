@@ -261,6 +261,16 @@ int mproc_conn_recv_into(mproc_conn *c, void *buf, size_t cap, size_t *len) {
   return read_payload(c, buf, "mproc_conn_recv_into");
 }
 
+int mproc__conn_recv_buf(mproc_conn *c, mproc__buf *b, size_t *len) {
+  int r = mproc_conn_recv_into(c, b->data, b->cap, len);
+  if (r == MPROC_EMSGSIZE) {
+    if (!mproc__buf_room(b, *len))
+      return b->err;
+    r = mproc_conn_recv_into(c, b->data, b->cap, len);
+  }
+  return r;
+}
+
 /* A frame whose header was read and whose payload is empty is ready without the
  * descriptor saying so. */
 static bool ready_in_memory(const mproc_conn *c) {

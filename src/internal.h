@@ -57,6 +57,12 @@ void mproc__buf_put_u64(mproc__buf *b, uint64_t v);
 void mproc__buf_put_bytes(mproc__buf *b, const void *data, size_t len); /* length + data */
 void mproc__buf_put_str(mproc__buf *b, const char *s);                  /* NULL allowed */
 void mproc__buf_free(mproc__buf *b);
+/* Makes room for len bytes from the start (keeping none): capacity is kept between
+ * uses, so a buffer received into again and again is not allocated and paged in each
+ * time. False (with b->err) when out of memory. */
+bool mproc__buf_room(mproc__buf *b, size_t len);
+/* Makes room for `more` bytes after what b holds (one allocation instead of doublings). */
+bool mproc__buf_reserve(mproc__buf *b, size_t more);
 
 /* A reader over received bytes; any overrun sets err to MPROC_EPROTO. */
 typedef struct mproc__rd {
@@ -155,6 +161,9 @@ extern const mproc__kind_ops mproc__conn_ops, mproc__queue_ops, mproc__lock_ops,
 /* Whether a whole frame was already read ahead: a loop that polls descriptors
  * must drain these first, since the descriptor will not say so. */
 bool mproc__conn_buffered(const mproc_conn *c);
+/* mproc_conn_recv into b (grown as needed, its capacity reused): the message is
+ * b->data[0 .. *len). */
+int mproc__conn_recv_buf(mproc_conn *c, mproc__buf *b, size_t *len);
 /* A connection over an existing descriptor (the spawn bootstrap's pipe). */
 int mproc__conn_wrap(mproc_conn **c, mproc__fd fd, bool readable, bool writable, bool duplex);
 

@@ -132,6 +132,7 @@ typedef struct worker {
   mproc_result *direct;
   bool reading; /* that thread is reading ch without the lock */
   unsigned gen; /* counts the slot's workers: a replacement is not its predecessor */
+  mproc__buf rx; /* messages from the worker, received into the same memory each time */
 } worker;
 
 struct mproc_pool {
@@ -409,6 +410,8 @@ static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
   mproc__buf_put_u64(&c->msg, count);
   c->item_size = job_item_size(j);
   mproc__buf_put_u64(&c->msg, c->item_size);
+  if (c->item_size != UINT64_MAX && c->item_size <= SIZE_MAX / (count ? count : 1))
+    mproc__buf_reserve(&c->msg, count * (size_t)c->item_size);
   return c;
 }
 
@@ -1018,14 +1021,13 @@ static void on_worker_readable(mproc_pool *p, worker *w) {
 }
 
 static void on_worker_message(mproc_pool *p, worker *w) {
-  void *msg = NULL;
   size_t len;
   int r;
   apr_thread_mutex_unlock(p->mu);
-  r = mproc_conn_recv(w->ch, &msg, &len, 0);
+  r = mproc__conn_recv_buf(w->ch, &w->rx, &len);
   apr_thread_mutex_lock(p->mu);
   if (r == 0) {
-    mproc__rd rd = {msg, (unsigned char *)msg + len, 0};
+    mproc__rd rd = {w->rx.data, w->rx.data + len, 0};
     uint64_t type = mproc__rd_u64(&rd);
     if (type == MSG_RESULTS || type == MSG_RESULTS_PACKED) {
       on_results(p, w, &rd, type == MSG_RESULTS_PACKED);
@@ -1039,7 +1041,6 @@ static void on_worker_message(mproc_pool *p, worker *w) {
       free(p->broken_msg);
       p->broken_msg = strdup(buf);
     }
-    free(msg);
     return;
   }
   worker_ended(p, w);
@@ -1268,6 +1269,8 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
 /* ------------------------------------------------------------ create */
 
 static void pool_destroy(mproc_pool *p) {
+  for (int i = 0; p->w && i < p->nworkers; i++)
+    mproc__buf_free(&p->w[i].rx);
   mproc__os_close(p->wake[0]);
   mproc__os_close(p->wake[1]);
   mproc__segobj_free(p->seg);

@@ -149,6 +149,7 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
   worker_conf conf;
   fn_cache cache = {0};
   results res = {0};
+  mproc__buf rx = {0}; /* task messages, received into the same memory each time */
   uint64_t done = 0;
   int r;
 
@@ -185,18 +186,17 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
   }
 
   for (;;) {
-    void *msg;
     size_t mlen, n;
     uint64_t chunk, offset, count, size;
     char *module;
     mproc_fn fn;
 
-    r = mproc_conn_recv(ch, &msg, &mlen, 0);
+    r = mproc__conn_recv_buf(ch, &rx, &mlen);
     if (r == MPROC_EOF)
       break; /* the pool is closing */
     if (r != 0)
       return 4;
-    rd.p = msg;
+    rd.p = rx.data;
     rd.end = rd.p + mlen;
     rd.err = 0;
     if (mproc__rd_u64(&rd) != MSG_TASK)
@@ -233,12 +233,13 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
     }
     if (results_flush(&res, ch) != 0)
       return 8;
-    free(msg);
     done += count;
     /* maxtasksperchild: the parent sent no more than this; leave cleanly. */
     if (conf.maxtasks != 0 && done >= conf.maxtasks)
       break;
   }
+  mproc__buf_free(&rx);
+  mproc__buf_free(&res.b);
   return 0;
 }
 

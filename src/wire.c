@@ -30,6 +30,13 @@ static bool buf_reserve(mproc__buf *b, size_t more) {
   return true;
 }
 
+bool mproc__buf_reserve(mproc__buf *b, size_t more) { return buf_reserve(b, more); }
+
+bool mproc__buf_room(mproc__buf *b, size_t len) {
+  b->len = 0;
+  return buf_reserve(b, len ? len : 1);
+}
+
 void mproc__buf_put(mproc__buf *b, const void *data, size_t len) {
   if (len == 0 || !buf_reserve(b, len))
     return;
