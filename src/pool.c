@@ -24,6 +24,11 @@
  * socket buffer holds more than SMALL). */
 #define WINDOW 8
 #define SMALL ((size_t)64 * 1024)
+/* A chunk that runs longer than this (microseconds) gains nothing from having the
+ * next one queued behind it, and a queued chunk cannot move to a worker that frees
+ * up sooner: workers of such jobs hold one chunk at a time, as Python's pull from
+ * a shared queue. Until a chunk has been timed, they hold two. */
+#define SLOW_CHUNK_US 2000
 
 typedef enum { J_APPLY, J_MAP, J_MAPV, J_ITER } job_kind;
 typedef enum { P_RUN, P_CLOSE, P_TERMINATE } pool_state;
@@ -105,6 +110,7 @@ typedef struct chunk {
   size_t *indices;  /* count item positions in the job (requeued chunks need not be contiguous) */
   mproc__buf msg;   /* the encoded task message */
   size_t *item_off; /* where each item's bytes start in msg */
+  int64_t sent_at;  /* when it went to its worker */
   struct chunk *next;
 } chunk;
 
@@ -133,6 +139,7 @@ typedef struct worker {
   bool reading; /* that thread is reading ch without the lock */
   unsigned gen; /* counts the slot's workers: a replacement is not its predecessor */
   mproc__buf rx; /* messages from the worker, received into the same memory each time */
+  int64_t last_done; /* when its last chunk finished */
 } worker;
 
 struct mproc_pool {
@@ -167,6 +174,7 @@ struct mproc_pool {
   mproc_result *pending, *pending_tail; /* jobs with items to dispatch */
   chunk *retry, *retry_tail;             /* items to dispatch again */
   uint64_t next_chunk_id;
+  int64_t chunk_us; /* how long chunks take to run, smoothed; 0: none timed yet */
   size_t live_jobs; /* unfinished */
   mproc_result *live; /* the unfinished jobs */
   mproc_result **callbacks; /* finished jobs whose callbacks are due */
@@ -831,6 +839,11 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
     item_done(p, c->job, c->indices[c->reported - 1], status, d, len);
   }
   if (c->reported == c->count) {
+    /* It ran from when it was sent or when the worker finished the one before. */
+    int64_t now = mproc__deadline(0);
+    int64_t ran = now - (c->sent_at > w->last_done ? c->sent_at : w->last_done);
+    w->last_done = now;
+    p->chunk_us = p->chunk_us ? (3 * p->chunk_us + ran) / 4 : (ran > 0 ? ran : 1);
     memmove(&w->inflight[at], &w->inflight[at + 1],
             (size_t)(w->ninflight - at - 1) * sizeof *w->inflight);
     w->ninflight--;
@@ -850,6 +863,7 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
   int r;
   w->inflight[w->ninflight++] = c;
   w->inflight_bytes += c->msg.len;
+  c->sent_at = mproc__deadline(0);
   w->assigned += c->count;
   if (w->ninflight == 1)
     w->seen_at = mproc__deadline(0);
@@ -869,8 +883,24 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
   return r;
 }
 
+/* How many chunks a worker may hold (see SLOW_CHUNK_US). */
+static int window(const mproc_pool *p) {
+  return p->chunk_us == 0 ? 2 : p->chunk_us > SLOW_CHUNK_US ? 1 : WINDOW;
+}
+
+/* Whether the chunk w runs now has run long enough that nothing more should queue
+ * behind it (another worker may be free before it ends). */
+static bool stuck_on_slow(const worker *w) {
+  if (w->ninflight == 0)
+    return false;
+  int64_t started = w->inflight[0]->sent_at > w->last_done ? w->inflight[0]->sent_at
+                                                            : w->last_done;
+  return mproc__deadline(0) - started > SLOW_CHUNK_US;
+}
+
 static bool can_send(const mproc_pool *p, const worker *w) {
-  return w->alive && !w->eof && !w->sending && w->direct == NULL && w->ninflight < WINDOW &&
+  return w->alive && !w->eof && !w->sending && w->direct == NULL && w->ninflight < window(p) &&
+         !stuck_on_slow(w) &&
          p->state != P_TERMINATE && !p->broken &&
          (p->maxtasks == 0 || w->assigned < p->maxtasks);
 }
