@@ -3,6 +3,7 @@
  *   uint32 magic "MPRM" | uint32 flags (0) | uint64 payload length, little-endian.
  * The magic lets a receiver tell a real frame from garbage instead of trusting a
  * random length; 64-bit lengths let any message move whole. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -310,8 +311,11 @@ int mproc_wait(mproc_conn *const *conns, size_t n, double timeout, size_t *ready
   if ((conns == NULL && n > 0) || (ready == NULL && n > 0) || nready == NULL)
     return mproc__error(MPROC_EINVAL, "mproc_wait: conns, ready and nready must not be NULL");
   for (size_t i = 0; i < n; i++) {
-    if ((r = conn_check(conns[i], "mproc_wait", true)) != 0)
-      return mproc__error(r, "mproc_wait: connection %zu: %s", i, mproc_last_error());
+    if ((r = conn_check(conns[i], "mproc_wait", true)) != 0) {
+      char why[256]; /* the message is rewritten from itself: copy it first */
+      snprintf(why, sizeof why, "%s", mproc_last_error());
+      return mproc__error(r, "mproc_wait: connection %zu: %s", i, why);
+    }
     early |= ready_in_memory(conns[i]);
   }
   *nready = 0;

@@ -201,6 +201,7 @@ extern const char *mproc__argv0;
  * terminate daemon ones) and in a fork child (forget the parent's children). */
 void mproc__processes_at_exit(void);
 void mproc__processes_after_fork(void);
+int mproc__processes_init(void);
 /* Ends a child process once its function returned: joins its own non-daemon
  * children and terminates its daemon ones, then exits without atexit handlers. */
 void mproc__child_exit(int code);

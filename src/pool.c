@@ -150,7 +150,7 @@ struct mproc_pool {
   apr_thread_t *thread;
   int refs; /* the user's and each live result's */
   pool_state state;
-  bool joined, dispatcher_done;
+  bool joining, joined, dispatcher_done; /* joining: a thread is in mproc_pool_join */
   bool broken;
   char *broken_msg;
   mproc_start_method method;
@@ -2039,20 +2039,29 @@ int mproc_pool_join(mproc_pool *p) {
     return mproc__error(MPROC_ESTATE, "mproc_pool_join: call mproc_pool_close or "
                                       "mproc_pool_terminate first");
   }
-  apr_thread_mutex_unlock(p->mu);
-  if (!p->joined) {
-    apr_thread_join(&st, p->thread);
-    p->joined = true;
-    if (p->server_proc) {
-      /* The fork server ends when its channel does; its workers with it. */
-      mproc_conn_free(p->server);
-      mproc_conn_free(p->fdchan);
-      p->server = p->fdchan = NULL;
-      mproc_process_join(p->server_proc, MPROC_FOREVER);
-      mproc_process_free(p->server_proc);
-      p->server_proc = NULL;
-    }
+  if (p->joining) {
+    /* Another thread joins: wait for it to be done. */
+    while (!p->joined)
+      apr_thread_cond_wait(p->changed, p->mu);
+    apr_thread_mutex_unlock(p->mu);
+    return 0;
   }
+  p->joining = true;
+  apr_thread_mutex_unlock(p->mu);
+  apr_thread_join(&st, p->thread);
+  if (p->server_proc) {
+    /* The fork server ends when its channel does; its workers with it. */
+    mproc_conn_free(p->server);
+    mproc_conn_free(p->fdchan);
+    p->server = p->fdchan = NULL;
+    mproc_process_join(p->server_proc, MPROC_FOREVER);
+    mproc_process_free(p->server_proc);
+    p->server_proc = NULL;
+  }
+  apr_thread_mutex_lock(p->mu);
+  p->joined = true;
+  apr_thread_cond_broadcast(p->changed);
+  apr_thread_mutex_unlock(p->mu);
   return 0;
 }
 

@@ -76,8 +76,13 @@ static void registry_reap_detached(void) {
   apr_thread_mutex_unlock(reg.lock);
 }
 
+/* Made while the process has one thread (mproc_init, a fork child's start), so that
+ * two threads starting their first children at once do not both make it. */
+int mproc__processes_init(void) { return registry_ready(); }
+
 void mproc__processes_after_fork(void) {
-  reg.owner = 0; /* registry_ready() starts a new one on first use */
+  reg.owner = 0; /* the parent's: start a new one */
+  (void)registry_ready(); /* on failure, the first start reports it */
 }
 
 void mproc__processes_at_exit(void) {

@@ -52,6 +52,8 @@ int mproc_init(int *argc, char ***argv) {
    * made here, it would be closed with the descriptors not meant for the child. */
   if (!spawned && (r = mproc__lifeline(&life)) != 0)
     return r;
+  if ((r = mproc__processes_init()) != 0)
+    return r;
   if (!initialized && atexit(at_exit) != 0)
     return mproc__error(MPROC_ESYS, "atexit() failed");
   initialized = true;

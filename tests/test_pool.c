@@ -2085,6 +2085,31 @@ static void test_share_list_queue_and_sem(void **state) {
   mproc_sem_free(s);
 }
 
+static void *join_pool(void *p) {
+  return (void *)(intptr_t)mproc_pool_join(p);
+}
+
+/* Two threads joining one pool at once both return once it is joined. */
+static void test_join_from_two_threads(void **state) {
+  mproc_pool_opts o = {0};
+  mproc_pool *p;
+  pthread_t t[2];
+  void *rc[2];
+  (void)state;
+  o.processes = 2;
+  p = make_pool(&o);
+  assert_true(apply_i64(p, task_getpid, NULL, 0) > 0);
+  assert_ok(mproc_pool_close(p));
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, join_pool, p), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(pthread_join(t[i], &rc[i]), 0);
+    assert_int_equal((intptr_t)rc[i], 0);
+  }
+  assert_ok(mproc_pool_join(p)); /* and again, at once */
+  free_pool(p);
+}
+
 /* join before close, submissions after close, close then join. */
 static void test_close_join(void **state) {
   enum { N = 20 };
@@ -2344,6 +2369,7 @@ static const struct CMUnitTest pool_tests[] = {
     TP(test_initializer_fails),
     TP(test_share_list_queue_and_sem),
     TP(test_close_join),
+    TP(test_join_from_two_threads),
     TP(test_terminate_large_map),
     TP(test_free_running_pool),
     TP(test_replacements_while_threads_allocate),
