@@ -361,8 +361,7 @@ typedef struct mproc_process_opts {
  * @retval MPROC_EOF Spawn: the child ended before it read what it should run.
  * @retval MPROC_ESYS fork(), posix_spawn(), a pipe or a lock failed.
  * @par Thread safety
- * Safe from any thread, except that the first call in a process must not run
- * concurrently with another (it creates the lock that guards the list of children).
+ * Safe from any thread (the list of children is locked).
  */
 MPROC_EXTERN int mproc_process_start(mproc_process **p, mproc_fn target, const void *arg,
                                      size_t len, const mproc_process_opts *opts);
@@ -1264,8 +1263,8 @@ MPROC_EXTERN void mproc_shm_free(mproc_shm *m);
  *
  * Thread safety: the pool, its results and its iterators are locked: submissions,
  * mproc_pool_close(), mproc_pool_terminate() and the mproc_result_* calls are safe
- * from any thread. mproc_pool_join() runs in one thread at a time; the *_free
- * functions must not run concurrently with other calls on the same object. An
+ * from any thread, and so is mproc_pool_join() (other joiners wait for the first);
+ * the *_free functions must not run concurrently with other calls on the same object. An
  * iterator has one consumer thread at a time.
  * @{
  */
@@ -1607,7 +1606,8 @@ MPROC_EXTERN int mproc_pool_terminate(mproc_pool *p);
  *         mproc_pool_terminate() first); or called from a callback.
  * @retval MPROC_EINVAL p is not a pool.
  * @par Thread safety
- * One thread at a time, not the pool's (its callbacks).
+ * Any thread but the pool's own (its callbacks); threads joining at once all return
+ * once the pool is joined.
  */
 MPROC_EXTERN int mproc_pool_join(mproc_pool *p);
 /**
