@@ -132,6 +132,15 @@ cmake_consumer() { # KIND PREFIX
     run_consumer "$work/consumer-$1/consumer" "$2"
 }
 
+pc_relocatable() { # PREFIX: a copied install tree's mproc.pc points into the copy
+  local moved=$work/moved-prefix flags
+  rm -rf "$moved" && cp -a "$1" "$moved" || return 1
+  flags=$(PKG_CONFIG_PATH="$moved/lib/pkgconfig" pkg-config --cflags --libs mproc) || return 1
+  echo "$flags"
+  grep -q -- "-I$moved/lib/pkgconfig/../../include" <<<"$flags" &&
+    grep -q -- "-L$moved/lib/pkgconfig/../../lib" <<<"$flags"
+}
+
 version_refused() { # PREFIX REQUEST: find_package(mproc REQUEST) must fail on the version
   local out
   if out=$(cmake -S "$consumer_src" -B "$work/refuse-$2" -DCMAKE_PREFIX_PATH="$1" \
@@ -186,6 +195,7 @@ for kind in shared static; do
   check "$kind: find_package(mproc $major.$minor) consumer" cmake_consumer "$kind" "$prefix"
   check "$kind: pkg-config consumer" pkgconfig_consumer "$kind" "$prefix"
 done
+check "mproc.pc follows a moved install tree" pc_relocatable "$work/prefix-shared"
 
 # SameMinorVersion (see CMakeLists.txt): the next major is refused, and so is an
 # older minor of the same major while the major is 0.
