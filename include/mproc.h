@@ -1081,6 +1081,8 @@ MPROC_EXTERN int mproc_cond_release(mproc_cond *c);
  * @retval MPROC_ETIMEDOUT The timeout passed first; the lock is held again.
  * @retval MPROC_ESTATE The calling thread does not hold the lock.
  * @retval MPROC_EINVAL c is not a condition.
+ * @retval MPROC_ESYS The lock could not be taken back (its mutex failed); the
+ *         lock may not be held as deep as before.
  * @par Thread safety
  * Only a thread holding the lock.
  */

@@ -405,8 +405,11 @@ int mproc_cond_wait(mproc_cond *c, double timeout) {
     lock_give(ls);
   r = raw_sem_acquire(&s->wait, deadline);
   raw_sem_release(&s->woken, 0);
-  for (uint64_t i = 0; i < depth; i++)
-    lock_take(ls, MPROC_FOREVER, -1);
+  for (uint64_t i = 0; i < depth; i++) {
+    int lr = lock_take(ls, MPROC_FOREVER, -1);
+    if (lr != 0)
+      return lr; /* the lock could not be taken back: that outranks the wait's outcome */
+  }
   if (r == MPROC_ETIMEDOUT)
     return mproc__error(r, "mproc_cond_wait: not notified within %gs", timeout);
   return r;
