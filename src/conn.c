@@ -183,7 +183,11 @@ static int next_header(mproc_conn *c, const char *fn) {
     c->have_header = false;
     while (len > 0) {
       uint64_t step = len < sizeof sink ? len : sizeof sink;
-      if ((r = read_full(c, sink, step)) != 0)
+      if ((r = read_full(c, sink, step)) == MPROC_EOF)
+        return mproc__error(r, "%s: the peer closed the connection in the middle of a "
+                               "%llu-byte message over this connection's limit", fn,
+                            (unsigned long long)c->pending_len);
+      if (r != 0)
         return r;
       len -= step;
     }
