@@ -116,7 +116,11 @@ MPROC_EXTERN int mproc_return(mproc_ctx *ctx, const void *data, size_t len);
 /* The task's error with a message (pool tasks); in a Process the message is
  * written to stderr. Returns MPROC_EFAILED so that `return mproc_fail(...)` works. */
 MPROC_EXTERN int mproc_fail(mproc_ctx *ctx, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+    /* MinGW's C99 printf formats it (%zu and the like), whatever the caller's own
+     * printf is; its plain `printf` archetype would check for msvcrt's. */
+    __attribute__((format(gnu_printf, 2, 3)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;

@@ -7,6 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _WIN32
+const mproc_start_method test_methods[] = {MPROC_START_SPAWN};
+#else
+const mproc_start_method test_methods[] = {MPROC_START_FORK, MPROC_START_SPAWN};
+#endif
+const size_t test_nmethods = sizeof test_methods / sizeof test_methods[0];
+
+const char *method_name(mproc_start_method m) {
+  return m == MPROC_START_FORK ? "fork" : m == MPROC_START_SPAWN ? "spawn" : "default";
+}
+
+_Noreturn void sleep_forever(void) {
+  for (;;)
+    sleep_seconds(3600);
+}
+
 mproc_start_method test_start_method = MPROC_START_DEFAULT;
 int test_argc;
 char **test_argv;

@@ -52,6 +52,11 @@ extern const size_t test_ngroups;
 extern const test_role *const test_roles;
 extern const size_t test_nroles;
 
+/* The start methods this system has: fork and spawn, or spawn alone on Windows. */
+extern const mproc_start_method test_methods[];
+extern const size_t test_nmethods;
+const char *method_name(mproc_start_method m);
+
 /* The start method given with --start= (MPROC_START_DEFAULT when none was). */
 extern mproc_start_method test_start_method;
 /* main()'s arguments after mproc_init() and the runner's options. */
@@ -79,6 +84,8 @@ long test_getpid(void);
 long test_getppid(void);
 /* Ends pid at once: SIGKILL, TerminateProcess. False when it could not be done. */
 bool kill_hard(long pid);
+/* Blocks the calling thread for good (a child that waits to be killed). */
+_Noreturn void sleep_forever(void);
 /* Ends the calling process with a real memory fault (SIGSEGV, an access violation):
  * raise() on Windows would only call the C runtime's handler. */
 void crash_now(void);
@@ -104,8 +111,21 @@ typedef enum fd_kind { FD_CLOSED, FD_PRIVATE, FD_INHERITABLE } fd_kind;
 fd_kind fd_state(intptr_t fd);
 /* Writes all of buf to fd (a connection's raw end, from mproc_conn_fileno()). */
 bool write_fd_all(intptr_t fd, const void *buf, size_t len);
+/* A buffer of len bytes whose pages from offset fault_at on (a multiple of the page
+ * size) cannot be touched: the process faults there (crash_now's way, without a core
+ * file). NULL on failure. Never freed. */
+unsigned char *faulting_area(size_t len, size_t fault_at);
+/* Removes the named shared memory block name (as given to mproc_shm_create) if a test
+ * left it behind. Windows removes a block with its last handle: nothing to do there. */
+void shm_name_remove(const char *name);
 /* The memory the system could give this process now, in bytes (0 if unknown). */
 uint64_t available_memory(void);
+
+/* This process's children, and how many of them are zombies (none on Windows, where
+ * an ended process is not listed); -1 when they cannot be listed. */
+int count_children(int *zombies);
+/* This process's resident memory (working set) in KiB, or -1. */
+long resident_kib(void);
 
 /* The number of descriptors (handles on Windows) this process has open. */
 int count_open_fds(void);
@@ -159,6 +179,18 @@ long run_self(const char *const *args, intptr_t *out_fd);
 /* Reads fd to its end (at most cap - 1 bytes, NUL-terminated), waiting at most seconds
  * in all; false on a timeout. Closes fd. */
 bool read_to_end(intptr_t fd, char *buf, size_t cap, double seconds);
+/* Waits for the process run_self() started last and returns its exit status (0-255),
+ * or -1 when it did not exit normally. */
+int wait_self(long pid);
+
+/* Sends this process's stderr (and so a started child's) to a temporary file, until
+ * stderr_capture_end(), which returns what was written (to free). */
+void stderr_capture_begin(void);
+char *stderr_capture_end(void);
+
+/* A function of a library loaded now, after mproc_init(): a spawned child would not
+ * have it. *name is a part of the library's name; NULL when there is none to load. */
+void *late_library_symbol(const char **name);
 
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
 

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +25,9 @@ long test_getppid(void) { return (long)getppid(); }
 bool kill_hard(long pid) { return kill((pid_t)pid, SIGKILL) == 0; }
 
 void crash_now(void) {
+  /* No core file for a crash on purpose. */
+  struct rlimit rl = {0, 0};
+  setrlimit(RLIMIT_CORE, &rl);
   raise(SIGSEGV);
   /* Not reached unless SIGSEGV is blocked or caught; fault for real then. */
   *(volatile int *)(uintptr_t)8 = 0;
@@ -201,4 +207,111 @@ uint64_t available_memory(void) {
       break;
   fclose(f);
   return (uint64_t)kb * 1024u;
+}
+
+int wait_self(long pid) {
+  int st = 0;
+  if (waitpid((pid_t)pid, &st, 0) != (pid_t)pid)
+    return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int capture_fd = -1, capture_saved = -1;
+
+void stderr_capture_begin(void) {
+  char path[] = "/tmp/mproc-test-stderr-XXXXXX";
+  capture_fd = mkstemp(path);
+  assert_true(capture_fd >= 0);
+  unlink(path);
+  fflush(stderr);
+  capture_saved = dup(2);
+  assert_true(capture_saved >= 0);
+  assert_true(dup2(capture_fd, 2) == 2);
+}
+
+char *stderr_capture_end(void) {
+  char *buf = calloc(1, 65536);
+  ssize_t n;
+  fflush(stderr);
+  dup2(capture_saved, 2);
+  close(capture_saved);
+  n = pread(capture_fd, buf, 65535, 0);
+  close(capture_fd);
+  buf[n > 0 ? n : 0] = '\0';
+  return buf;
+}
+
+void *late_library_symbol(const char **name) {
+  void *lib = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+  *name = "libz";
+  /* Never closed: the symbol is compared with what mproc reports afterwards. */
+  return lib == NULL ? NULL : dlsym(lib, "zlibVersion");
+}
+
+void shm_name_remove(const char *name) {
+  char path[300];
+  snprintf(path, sizeof path, "/%s", name);
+  shm_unlink(path); /* ENOENT when the test unlinked it itself */
+}
+
+unsigned char *faulting_area(size_t len, size_t fault_at) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), maplen = (len + page - 1) / page * page;
+  unsigned char *p;
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  if (fault_at < maplen && mprotect(p + fault_at, maplen - fault_at, PROT_NONE) != 0)
+    return NULL;
+  return p;
+}
+
+int count_children(int *zombies) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  long me = (long)getpid();
+  int n = 0;
+  *zombies = 0;
+  if (d == NULL)
+    return -1;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], buf[1024], *end, *paren, st;
+    long pid = strtol(e->d_name, &end, 10), ppid;
+    FILE *f;
+    size_t k;
+    if (*end != '\0' || pid <= 0)
+      continue;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    paren = strrchr(buf, ')');
+    if (paren == NULL || sscanf(paren + 1, " %c %ld", &st, &ppid) != 2)
+      continue;
+    if (ppid == me) {
+      n++;
+      if (st == 'Z')
+        (*zombies)++;
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+long resident_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  if (f == NULL)
+    return -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "VmRSS:", 6) == 0) {
+      v = strtol(line + 6, NULL, 10);
+      break;
+    }
+  fclose(f);
+  return v;
 }

@@ -4,11 +4,14 @@
 #endif
 #include "runner.h"
 
+#include <fcntl.h>
+#include <io.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <windows.h>
+#include <psapi.h>
 #include <tlhelp32.h>
 
 long test_getpid(void) { return (long)GetCurrentProcessId(); }
@@ -117,6 +120,9 @@ static void append_quoted(char *cmd, size_t cap, const char *arg) {
   cmd[n] = '\0';
 }
 
+/* The process run_self() started last, for wait_self(). */
+static HANDLE last_self;
+
 long run_self(const char *const *args, intptr_t *out_fd) {
   char exe[MAX_PATH + 1], cmd[8192] = "";
   SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
@@ -144,7 +150,7 @@ long run_self(const char *const *args, intptr_t *out_fd) {
     fail_msg("CreateProcess of %s failed (%lu)", exe, (unsigned long)GetLastError());
   CloseHandle(wr);
   CloseHandle(pi.hThread);
-  CloseHandle(pi.hProcess);
+  last_self = pi.hProcess;
   *out_fd = (intptr_t)rd;
   return (long)pi.dwProcessId;
 }
@@ -223,4 +229,103 @@ uint64_t available_memory(void) {
   if (!GlobalMemoryStatusEx(&m))
     return 0;
   return m.ullAvailPhys;
+}
+
+int wait_self(long pid) {
+  DWORD code = 0;
+  (void)pid;
+  if (last_self == NULL || WaitForSingleObject(last_self, INFINITE) != WAIT_OBJECT_0 ||
+      !GetExitCodeProcess(last_self, &code))
+    code = (DWORD)-1;
+  if (last_self != NULL)
+    CloseHandle(last_self);
+  last_self = NULL;
+  return code <= 255 ? (int)code : -1;
+}
+
+
+static int capture_fd = -1, capture_saved = -1;
+
+/* The C runtime's _dup2 onto 2 also sets the process's standard error handle, which is
+ * what a started child receives. */
+void stderr_capture_begin(void) {
+  char dir[MAX_PATH + 1], path[MAX_PATH + 1];
+  assert_true(GetTempPathA(sizeof dir, dir) > 0);
+  assert_true(GetTempFileNameA(dir, "mpt", 0, path) != 0);
+  capture_fd = _open(path, _O_RDWR | _O_BINARY | _O_TEMPORARY);
+  assert_true(capture_fd >= 0);
+  fflush(stderr);
+  capture_saved = _dup(2);
+  assert_true(capture_saved >= 0);
+  assert_true(_dup2(capture_fd, 2) == 0);
+}
+
+char *stderr_capture_end(void) {
+  char *buf = calloc(1, 65536);
+  int n;
+  fflush(stderr);
+  _dup2(capture_saved, 2);
+  _close(capture_saved);
+  _lseek(capture_fd, 0, SEEK_SET);
+  n = _read(capture_fd, buf, 65535);
+  _close(capture_fd);
+  buf[n > 0 ? n : 0] = '\0';
+  return buf;
+}
+
+void *late_library_symbol(const char **name) {
+  /* Libraries of every Windows (and of wine), with one of their functions: the first
+   * that this process has not loaded yet. */
+  static const char *const libs[][3] = {
+      {"version.dll", "version", "GetFileVersionInfoSizeA"},
+      {"dbghelp.dll", "dbghelp", "SymInitialize"},
+      {"winhttp.dll", "winhttp", "WinHttpOpen"},
+      {"imagehlp.dll", "imagehlp", "ImageLoad"},
+  };
+  for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+    HMODULE lib;
+    if (GetModuleHandleA(libs[i][0]) != NULL || (lib = LoadLibraryA(libs[i][0])) == NULL)
+      continue;
+    *name = libs[i][1];
+    return (void *)GetProcAddress(lib, libs[i][2]);
+  }
+  *name = "";
+  return NULL;
+}
+
+void shm_name_remove(const char *name) { (void)name; }
+
+unsigned char *faulting_area(size_t len, size_t fault_at) {
+  size_t page = 4096, maplen = (len + page - 1) / page * page;
+  unsigned char *p = VirtualAlloc(NULL, maplen, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+  DWORD old;
+  if (p == NULL)
+    return NULL;
+  if (fault_at < maplen && !VirtualProtect(p + fault_at, maplen - fault_at, PAGE_NOACCESS, &old))
+    return NULL;
+  return p;
+}
+
+int count_children(int *zombies) {
+  DWORD me = GetCurrentProcessId();
+  int n = 0;
+  PROCESSENTRY32 e;
+  HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
+
+  *zombies = 0;
+  if (snap == INVALID_HANDLE_VALUE)
+    return -1;
+  e.dwSize = sizeof e;
+  for (BOOL more = Process32First(snap, &e); more; more = Process32Next(snap, &e))
+    if (e.th32ParentProcessID == me && e.th32ProcessID != me)
+      n++;
+  CloseHandle(snap);
+  return n;
+}
+
+long resident_kib(void) {
+  PROCESS_MEMORY_COUNTERS c;
+  if (!K32GetProcessMemoryInfo(GetCurrentProcess(), &c, sizeof c))
+    return -1;
+  return (long)(c.WorkingSetSize / 1024);
 }
