@@ -303,7 +303,11 @@ MPROC_EXTERN int mproc_return(mproc_ctx *ctx, const void *data, size_t len);
  * Writes to ctx: one thread at a time (normally the one running the task).
  */
 MPROC_EXTERN int mproc_fail(mproc_ctx *ctx, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+    /* MinGW's C99 printf formats it (%zu and the like), whatever the caller's own
+     * printf is; its plain `printf` archetype would check for msvcrt's. */
+    __attribute__((format(gnu_printf, 2, 3)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;

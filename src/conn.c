@@ -299,7 +299,9 @@ int mproc_conn_poll(mproc_conn *c, double timeout) {
 
   if ((r = conn_check(c, "mproc_conn_poll", true)) != 0)
     return r;
-  if (ready_in_memory(c))
+  /* A message whose header a refused recv_into already read has begun to arrive, even
+   * when the rest is not in the pipe yet (a writer that sent the header on its own). */
+  if (c->have_header || ready_in_memory(c))
     return 1;
   if ((r = mproc__os_poll_read(&c->fd, 1, timeout, &ready, &nready)) != 0)
     return r;

@@ -6,6 +6,7 @@
  * progress slot in shared memory tells which), the rest of its chunks run
  * elsewhere, and it is replaced. User threads only queue jobs and wait.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -698,10 +699,45 @@ static void worker_kill(mproc_pool *p, worker *w, int reason) {
   }
 }
 
+/* A signal's name, from the numbers this system defines; strsignal() is not in every C
+ * library. 9 and 15 are also what Windows reports for a kill and a terminate, which it
+ * has no signals for. */
+static const char *signal_name(int sig) {
+  static const struct {
+    int sig;
+    const char *name;
+  } names[] = {
+#ifdef SIGHUP
+      {SIGHUP, "SIGHUP"},
+#endif
+      {SIGINT, "SIGINT"},   {SIGILL, "SIGILL"},   {SIGABRT, "SIGABRT"},
+      {SIGFPE, "SIGFPE"},   {SIGSEGV, "SIGSEGV"}, {SIGTERM, "SIGTERM"},
+#ifdef SIGKILL
+      {SIGKILL, "SIGKILL"},
+#endif
+#ifdef SIGBUS
+      {SIGBUS, "SIGBUS"},
+#endif
+#ifdef SIGPIPE
+      {SIGPIPE, "SIGPIPE"},
+#endif
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (names[i].sig == sig)
+      return names[i].name;
+  return sig == 9 ? "SIGKILL" : sig == 15 ? "SIGTERM" : "unknown signal";
+}
+
+/* A negative code is a signal only while it is small: a Windows process that crashed
+ * ends with its exception code (0xC0000005 for an access violation), which is negative
+ * as an int and is shown in hex, as Windows writes it. */
 static void describe_exit(char *buf, size_t cap, long pid, int64_t code) {
-  if (code < 0)
+  if (code < 0 && code >= -128)
     snprintf(buf, cap, "worker pid %ld died running this task: killed by signal %d (%s)", pid,
-             (int)-code, strsignal((int)-code));
+             (int)-code, signal_name((int)-code));
+  else if (code < 0 || code > 255)
+    snprintf(buf, cap, "worker pid %ld died running this task: exited with status 0x%08x", pid,
+             (unsigned)code);
   else
     snprintf(buf, cap, "worker pid %ld died running this task: exited with status %d", pid,
              (int)code);

@@ -1,19 +1,27 @@
 /* The common main of the test binaries and their shared helpers (see runner.h). */
-#define _GNU_SOURCE
 #include "runner.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
+
+#ifdef _WIN32
+const mproc_start_method test_methods[] = {MPROC_START_SPAWN};
+#else
+const mproc_start_method test_methods[] = {MPROC_START_FORK, MPROC_START_SPAWN};
+#endif
+const size_t test_nmethods = sizeof test_methods / sizeof test_methods[0];
+
+const char *method_name(mproc_start_method m) {
+  return m == MPROC_START_FORK ? "fork" : m == MPROC_START_SPAWN ? "spawn" : "default";
+}
+
+_Noreturn void sleep_forever(void) {
+  for (;;)
+    sleep_seconds(3600);
+}
 
 mproc_start_method test_start_method = MPROC_START_DEFAULT;
 int test_argc;
@@ -79,57 +87,6 @@ void make_pipe(mproc_conn **a, mproc_conn **b, bool duplex) {
   assert_non_null(*b);
 }
 
-int count_open_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-
-  if (d == NULL)
-    return -1;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d))
-      n++;
-  closedir(d);
-  return n;
-}
-
-char proc_state(long pid) {
-  char path[64], buf[512];
-  FILE *f;
-  size_t n;
-  char *close_paren;
-
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  f = fopen(path, "r");
-  if (f == NULL)
-    return 0;
-  n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  /* "pid (comm) S ...": comm may hold spaces and parentheses, so take the last ')'. */
-  close_paren = strrchr(buf, ')');
-  if (close_paren == NULL || close_paren[1] != ' ')
-    return 0;
-  return close_paren[2];
-}
-
-bool pid_gone(long pid) {
-  char s;
-  if (kill((pid_t)pid, 0) == -1 && errno == ESRCH)
-    return true;
-  /* An orphan's zombie stays until init reaps it, and a container's init may not. */
-  s = proc_state(pid);
-  return s == 0 || s == 'Z' || s == 'X';
-}
-
-void sleep_seconds(double s) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-    ;
-}
-
 bool wait_pid_gone(long pid, double seconds) {
   for (double t = 0; t < seconds; t += 0.02) {
     if (pid_gone(pid))
@@ -139,20 +96,15 @@ bool wait_pid_gone(long pid, double seconds) {
   return pid_gone(pid);
 }
 
-bool raise_nofile(rlim_t need) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-    return false;
-  if (rl.rlim_cur >= need)
-    return true;
-  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
-    return false;
-  rl.rlim_cur = need;
-  return setrlimit(RLIMIT_NOFILE, &rl) == 0;
-}
-
 void child_enter(void) {
-  static const int sigs[] = {SIGFPE, SIGILL, SIGSEGV, SIGBUS, SIGSYS};
+  static const int sigs[] = {SIGFPE, SIGILL, SIGSEGV,
+#ifdef SIGBUS
+                             SIGBUS,
+#endif
+#ifdef SIGSYS
+                             SIGSYS
+#endif
+  };
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     signal(sigs[i], SIG_DFL);
 }
@@ -230,66 +182,6 @@ int test_teardown(void **state) {
       tracked[i] = NULL;
     }
   return 0;
-}
-
-long run_self(const char *const *args, int *out_fd) {
-  char exe[4096];
-  char *argv[32];
-  size_t n = 0;
-  int pfd[2];
-  pid_t pid;
-  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  posix_spawn_file_actions_t fa;
-
-  if (len <= 0)
-    fail_msg("cannot read /proc/self/exe");
-  exe[len] = '\0';
-  argv[n++] = exe;
-  while (*args != NULL && n < 31)
-    argv[n++] = (char *)*args++;
-  argv[n] = NULL;
-  if (pipe2(pfd, O_CLOEXEC) != 0)
-    fail_msg("pipe2 failed");
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-  if (posix_spawn(&pid, exe, &fa, NULL, argv, environ) != 0)
-    fail_msg("posix_spawn of %s failed", exe);
-  posix_spawn_file_actions_destroy(&fa);
-  close(pfd[1]);
-  *out_fd = pfd[0];
-  return (long)pid;
-}
-
-bool read_to_end(int fd, char *buf, size_t cap, double seconds) {
-  size_t n = 0;
-  bool ok = false;
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  for (;;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    double left;
-    ssize_t k;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    left = seconds - (double)(now.tv_sec - start.tv_sec) -
-           (double)(now.tv_nsec - start.tv_nsec) / 1e9;
-    if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) == 0)
-      break;
-    k = read(fd, buf + n, cap - 1 - n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0) {
-      ok = k == 0;
-      break;
-    }
-    n += (size_t)k;
-    if (n == cap - 1) {
-      ok = true;
-      break;
-    }
-  }
-  buf[n] = '\0';
-  close(fd);
-  return ok;
 }
 
 /* ---------------------------------------------------------------- main */

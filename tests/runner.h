@@ -18,8 +18,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/resource.h>
-#include <sys/types.h>
 
 #include <cmocka.h>
 
@@ -54,6 +52,11 @@ extern const size_t test_ngroups;
 extern const test_role *const test_roles;
 extern const size_t test_nroles;
 
+/* The start methods this system has: fork and spawn, or spawn alone on Windows. */
+extern const mproc_start_method test_methods[];
+extern const size_t test_nmethods;
+const char *method_name(mproc_start_method m);
+
 /* The start method given with --start= (MPROC_START_DEFAULT when none was). */
 extern mproc_start_method test_start_method;
 /* main()'s arguments after mproc_init() and the runner's options. */
@@ -74,17 +77,78 @@ unsigned char *pattern_alloc(size_t len, uint32_t seed);
 /* mproc_pipe(a, b, duplex), failing the test if it fails. */
 void make_pipe(mproc_conn **a, mproc_conn **b, bool duplex);
 
-/* The number of descriptors this process has open. */
+/* What the tests need of the OS, for POSIX and for Windows alike (runner.c). */
+
+long test_getpid(void);
+/* The parent's pid (Windows keeps it in the process list), or -1. */
+long test_getppid(void);
+/* Ends pid at once: SIGKILL, TerminateProcess. False when it could not be done. */
+bool kill_hard(long pid);
+/* Blocks the calling thread for good (a child that waits to be killed). */
+_Noreturn void sleep_forever(void);
+/* Ends the calling process with a real memory fault (SIGSEGV, an access violation):
+ * raise() on Windows would only call the C runtime's handler. */
+void crash_now(void);
+
+/* The exit codes mproc reports for a child killed with mproc_process_kill() or
+ * _terminate(), one that faulted (crash_now()) and one that called abort(). Windows
+ * has no signals: mproc maps its own kill and terminate to -9 and -15 as Python does,
+ * a fault is the exception code, abort() exits with 3. */
+#define EXIT_KILLED (-9)
+#define EXIT_TERMINATED (-15)
+#ifdef _WIN32
+#define EXIT_FAULT ((int)0xC0000005u)
+#define EXIT_ABORT 3
+#else
+#define EXIT_FAULT (-11)
+#define EXIT_ABORT (-6)
+#endif
+
+/* What a descriptor (a HANDLE on Windows) is: FD_CLOSED when it is not open,
+ * FD_PRIVATE when started programs do not inherit it (CLOEXEC, not inheritable),
+ * FD_INHERITABLE otherwise. */
+typedef enum fd_kind { FD_CLOSED, FD_PRIVATE, FD_INHERITABLE } fd_kind;
+fd_kind fd_state(intptr_t fd);
+/* Writes all of buf to fd (a connection's raw end, from mproc_conn_fileno()). */
+bool write_fd_all(intptr_t fd, const void *buf, size_t len);
+/* A buffer of len bytes whose pages from offset fault_at on (a multiple of the page
+ * size) cannot be touched: the process faults there (crash_now's way, without a core
+ * file). NULL on failure. Never freed. */
+unsigned char *faulting_area(size_t len, size_t fault_at);
+/* Removes the named shared memory block name (as given to mproc_shm_create) if a test
+ * left it behind. Windows removes a block with its last handle: nothing to do there. */
+void shm_name_remove(const char *name);
+/* The memory the system could give this process now, in bytes (0 if unknown). */
+uint64_t available_memory(void);
+
+/* This process's children, and how many of them are zombies (none on Windows, where
+ * an ended process is not listed); -1 when they cannot be listed. */
+int count_children(int *zombies);
+/* This process's resident memory (working set) in KiB, or -1. */
+long resident_kib(void);
+
+/* The number of descriptors (handles on Windows) this process has open. */
 int count_open_fds(void);
-/* The state letter of /proc/<pid>/stat ('R', 'S', 'Z', ...), or 0 when there is none. */
+/* The state letter of /proc/<pid>/stat ('R', 'S', 'Z', ...), or 0 when there is none.
+ * Windows shows no scheduler state: 'R' while the process runs, 0 once it has ended. */
 char proc_state(long pid);
 /* True when pid is no longer a running process (gone, or a zombie nobody reaped). */
 bool pid_gone(long pid);
+/* True when nothing is left of pid, not even a zombie (kill(pid, 0) fails with ESRCH);
+ * on Windows, once it has ended. */
+bool pid_reaped(long pid);
 /* Polls pid_gone() for up to seconds. */
 bool wait_pid_gone(long pid, double seconds);
-/* Raises RLIMIT_NOFILE's soft limit to at least need (up to the hard limit). */
-bool raise_nofile(rlim_t need);
+/* Waits up to seconds for pid to be asleep in the kernel (blocked in a wait): only to
+ * make it likely that a waiter is blocked before it is woken. Windows cannot show it,
+ * so there it gives the process a fixed 0.2 s. */
+bool wait_asleep(long pid, double seconds);
+/* Raises the limit on open descriptors to at least need (up to the hard limit);
+ * Windows has no such limit. */
+bool raise_nofile(size_t need);
 void sleep_seconds(double s);
+/* Seconds on a monotonic clock. */
+double now_seconds(void);
 
 /* Resets the signal handlers cmocka installs (SIGSEGV, ...) to the default, so that a
  * forked child neither returns into the runner nor hides its crash. */
@@ -109,11 +173,24 @@ int texitcode(mproc_process *p);
 int test_teardown(void **state);
 
 /* Runs this test binary with args (NULL-terminated, after argv[0]) in a new process
- * whose stdout is a pipe; returns its pid and the pipe's read end in *out_fd. */
-long run_self(const char *const *args, int *out_fd);
+ * whose stdout is a pipe; returns its pid and the pipe's read end (a descriptor, or a
+ * HANDLE) in *out_fd. */
+long run_self(const char *const *args, intptr_t *out_fd);
 /* Reads fd to its end (at most cap - 1 bytes, NUL-terminated), waiting at most seconds
  * in all; false on a timeout. Closes fd. */
-bool read_to_end(int fd, char *buf, size_t cap, double seconds);
+bool read_to_end(intptr_t fd, char *buf, size_t cap, double seconds);
+/* Waits for the process run_self() started last and returns its exit status (0-255),
+ * or -1 when it did not exit normally. */
+int wait_self(long pid);
+
+/* Sends this process's stderr (and so a started child's) to a temporary file, until
+ * stderr_capture_end(), which returns what was written (to free). */
+void stderr_capture_begin(void);
+char *stderr_capture_end(void);
+
+/* A function of a library loaded now, after mproc_init(): a spawned child would not
+ * have it. *name is a part of the library's name; NULL when there is none to load. */
+void *late_library_symbol(const char **name);
 
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
 

@@ -10,16 +10,12 @@
  * time: timeouts are checked through their error codes, and every wait is bounded so
  * that a hang fails the test instead of the run. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "runner.h"
 
@@ -77,11 +73,6 @@ static int wait_int(const int *p, int want, double seconds) {
 
 /* ------------------------------------------------------------ task side */
 
-static void no_core(void) {
-  struct rlimit rl = {0, 0};
-  setrlimit(RLIMIT_CORE, &rl);
-}
-
 /* Once per worker: cmocka's signal handlers (inherited under fork) must not catch a
  * task's crash. */
 static void task_enter(void) {
@@ -98,7 +89,7 @@ static board *board_of(mproc_ctx *ctx) {
 }
 
 static int return_pid(mproc_ctx *ctx) {
-  int64_t pid = (int64_t)getpid();
+  int64_t pid = (int64_t)test_getpid();
   return mproc_return(ctx, &pid, sizeof pid);
 }
 
@@ -286,7 +277,7 @@ static int task_wait_release(mproc_ctx *ctx, const void *arg, size_t len) {
   task_enter();
   if (b == NULL)
     return mproc_fail(ctx, "no board");
-  pid_insert(b->pids, (long)getpid());
+  pid_insert(b->pids, test_getpid());
   iadd(&b->started, 1);
   if (wait_int(&b->release, 1, 60) < 1)
     return mproc_fail(ctx, "never released");
@@ -304,7 +295,7 @@ static int task_barrier(mproc_ctx *ctx, const void *arg, size_t len) {
     return r;
   if (b == NULL)
     return mproc_fail(ctx, "no board");
-  pid_insert(b->pids, (long)getpid());
+  pid_insert(b->pids, test_getpid());
   iadd(&b->started, 1);
   if (wait_int(&b->started, n, 15) < n)
     return mproc_fail(ctx, "only %d of %d tasks ran at once", iload(&b->started), (int)n);
@@ -317,8 +308,8 @@ static int task_slowish(mproc_ctx *ctx, const void *arg, size_t len) {
   task_enter();
   if (b == NULL)
     return mproc_fail(ctx, "no board");
-  pid_insert(b->pids, (long)getpid());
-  usleep(200);
+  pid_insert(b->pids, test_getpid());
+  sleep_seconds(0.0002);
   iadd(&b->finished, 1);
   return mproc_return(ctx, arg, len);
 }
@@ -333,18 +324,15 @@ static int task_crashy(mproc_ctx *ctx, const void *arg, size_t len) {
     return r;
   switch (x % 1000) {
   case 7:
-    no_core();
-    raise(SIGSEGV);
-    return mproc_fail(ctx, "survived SIGSEGV");
+    crash_now();
+    return mproc_fail(ctx, "survived a fault");
   case 107:
-    no_core();
     abort();
   case 207:
-    _exit(3);
+    _Exit(3);
   case 307:
-    kill(getpid(), SIGKILL);
-    pause();
-    return mproc_fail(ctx, "survived SIGKILL");
+    kill_hard(test_getpid());
+    sleep_forever();
   default:
     break;
   }
@@ -357,13 +345,23 @@ static bool crashes(int32_t x) {
   return m == 7 || m == 107 || m == 207 || m == 307;
 }
 
+/* What the message of a worker that faulted or called abort() mentions: the signal on
+ * POSIX; on Windows the exception code, and abort()'s exit status 3. */
+#ifdef _WIN32
+#define CRASH_WORDS_FAULT "status 0xc0000005"
+#define CRASH_WORDS_ABORT "status 3"
+#else
+#define CRASH_WORDS_FAULT "signal 11"
+#define CRASH_WORDS_ABORT "signal 6"
+#endif
+
 /* What a crashing item's message must mention. */
 static const char *crash_words(int32_t x) {
   switch (x % 1000) {
   case 7:
-    return "signal 11";
+    return CRASH_WORDS_FAULT;
   case 107:
-    return "signal 6";
+    return CRASH_WORDS_ABORT;
   case 207:
     return "status 3";
   default:
@@ -375,16 +373,15 @@ static int task_segv(mproc_ctx *ctx, const void *arg, size_t len) {
   (void)arg;
   (void)len;
   task_enter();
-  no_core();
-  raise(SIGSEGV);
-  return mproc_fail(ctx, "survived SIGSEGV");
+  crash_now();
+  return mproc_fail(ctx, "survived a fault");
 }
 
 /* Sends its pid over share[0] (the sending end of a Pipe), then sleeps (60 s at most)
  * until it is killed. */
 static int task_report_pid_and_sleep(mproc_ctx *ctx, const void *arg, size_t len) {
   mproc_conn *c = mproc_shared(ctx, 0);
-  long pid = (long)getpid();
+  long pid = test_getpid();
   (void)arg;
   (void)len;
   task_enter();
@@ -434,7 +431,7 @@ static int task_init(mproc_ctx *ctx, const void *arg, size_t len) {
     return mproc_fail(ctx, "initializer: wrong initarg (%zu bytes)", len);
   k = iadd(&b->init_runs, 1) - 1;
   if (k >= 0 && k < MAX_PIDS)
-    __atomic_store_n(&b->init_pids[k], (long)getpid(), __ATOMIC_SEQ_CST);
+    __atomic_store_n(&b->init_pids[k], test_getpid(), __ATOMIC_SEQ_CST);
   return 0;
 }
 
@@ -568,81 +565,31 @@ static int64_t result_i64(mproc_result *r) {
   return get_i64(data, len);
 }
 
-/* Children of this process, and how many of them are zombies. */
-static int my_children(int *zombies) {
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  long me = (long)getpid();
-  int n = 0;
-  *zombies = 0;
-  if (d == NULL)
-    return -1;
-  while ((e = readdir(d)) != NULL) {
-    char path[300], buf[1024], *end, *paren, st;
-    long pid = strtol(e->d_name, &end, 10), ppid;
-    FILE *f;
-    size_t k;
-    if (*end != '\0' || pid <= 0)
-      continue;
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    if ((f = fopen(path, "r")) == NULL)
-      continue;
-    k = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[k] = '\0';
-    paren = strrchr(buf, ')');
-    if (paren == NULL || sscanf(paren + 1, " %c %ld", &st, &ppid) != 2)
-      continue;
-    if (ppid == me) {
-      n++;
-      if (st == 'Z')
-        (*zombies)++;
-    }
-  }
-  closedir(d);
-  return n;
-}
-
 /* Waits up to seconds for this process to have no child at all (no worker, no fork
  * server, no zombie). */
 static void assert_no_children(double seconds) {
   int n = 0, z = 0;
   for (double t = 0; t < seconds; t += 0.02) {
-    if ((n = my_children(&z)) == 0)
+    if ((n = count_children(&z)) == 0)
       return;
     sleep_seconds(0.02);
   }
-  n = my_children(&z);
+  n = count_children(&z);
   if (n != 0)
     fail_msg("%d child process(es) left after the pool was joined, %d of them zombies", n, z);
 }
 
-/* kill(pid, 0) fails with ESRCH within seconds: the process is gone and reaped. */
+/* Within seconds the process is gone and reaped (pid_reaped). */
 static void assert_pid_reaped(long pid, double seconds) {
   for (double t = 0; t < seconds; t += 0.02) {
-    if (kill((pid_t)pid, 0) == -1 && errno == ESRCH)
+    if (pid_reaped(pid))
       return;
     sleep_seconds(0.02);
   }
-  if (kill((pid_t)pid, 0) == -1 && errno == ESRCH)
+  if (pid_reaped(pid))
     return;
   fail_msg("worker pid %ld still exists (state '%c') after the pool was joined", pid,
            proc_state(pid) ? proc_state(pid) : '?');
-}
-
-static long rss_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long v = -1;
-  if (f == NULL)
-    return -1;
-  while (fgets(line, sizeof line, f) != NULL)
-    if (strncmp(line, "VmRSS:", 6) == 0) {
-      v = strtol(line + 6, NULL, 10);
-      break;
-    }
-  fclose(f);
-  return v;
 }
 
 /* What callbacks saw; written on the pool's thread, read after `calls` or
@@ -1070,7 +1017,7 @@ static void test_lone_apply_handoffs(void **state) {
   assert_mproc(mproc_result_wait(r, 0.02), MPROC_ETIMEDOUT);
   istore(&b->release, 1);
   for (int i = 0; i < 6000 && !mproc_result_ready(r); i++)
-    usleep(10000);
+    sleep_seconds(0.01);
   assert_true(mproc_result_ready(r));
   assert_int_equal(result_i64(r), (int64_t)b->pids[0]);
   mproc_result_free(r);
@@ -1616,7 +1563,7 @@ static void test_imap_source_bounded_memory(void **state) {
   assert_non_null(seen);
   o.processes = 2;
   p = make_pool(&o);
-  base = peak = rss_kib();
+  base = peak = resident_kib();
   assert_true(base > 0);
   assert_ok(mproc_pool_imap_source(p, task_u64, counting_source, &s, 1000, false, &it));
   for (;;) {
@@ -1638,7 +1585,7 @@ static void test_imap_source_bounded_memory(void **state) {
       fail_msg("item %zu gave %" PRIu64, index, v);
     sum += v;
     if (++count % 4096 == 0) {
-      long now = rss_kib();
+      long now = resident_kib();
       if (now > peak)
         peak = now;
     }
@@ -1720,8 +1667,8 @@ static void test_crashing_workers_in_map(void **state) {
   assert_ok(mproc_pool_map_async(p, task_crashy, in, N, sizeof *in, out, sizeof *out, 0, NULL,
                                  &r));
   assert_mproc(mproc_result_get(r, 90, NULL, NULL), MPROC_EWORKER);
-  /* The first failure, item 7, died of SIGSEGV. */
-  assert_mentions(mproc_result_message(r), "signal 11");
+  /* The first failure, item 7, died of a fault. */
+  assert_mentions(mproc_result_message(r), CRASH_WORDS_FAULT);
   for (int32_t i = 0; i < N; i++) {
     int rc = mproc_result_item(r, (size_t)i, NULL, NULL);
     if (crashes(i)) {
@@ -1817,7 +1764,7 @@ static void test_worker_killed_from_outside(void **state) {
   memcpy(&pid, data, sizeof pid);
   free(data);
   assert_true(pid > 0);
-  assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+  assert_true(kill_hard(pid));
 
   assert_mproc(mproc_result_get(r, 60, NULL, NULL), MPROC_EWORKER);
   assert_mentions(mproc_result_message(r), "signal 9");
@@ -2271,7 +2218,10 @@ static void *hammer(void *arg) {
   while (!iload(&hammer_stop)) {
     void *blocks[16];
     for (int i = 0; i < 16; i++) {
-      size_t n = (size_t)(rand_r(&seed) % 8192) + 1;
+      size_t n;
+      /* An LCG of its own per thread: rand_r() is not in every C library. */
+      seed = seed * 1103515245u + 12345u;
+      n = (size_t)((seed >> 16) % 8192) + 1;
       blocks[i] = malloc(n);
       if (blocks[i] != NULL)
         memset(blocks[i], i, n < 64 ? n : 64);

@@ -10,14 +10,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "runner.h"
 
@@ -123,27 +119,15 @@ static void round_trip_async(mproc_queue *q, size_t len, uint32_t seed) {
   free(msg);
 }
 
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void spin_us(uint64_t us) {
-  double end = now_s() + (double)us / 1e6;
-  while (now_s() < end)
+  double end = now_seconds() + (double)us / 1e6;
+  while (now_seconds() < end)
     ;
 }
 
-/* Waits until pid sleeps in the kernel (blocked in a wait), up to seconds. */
-static bool wait_sleeping(long pid, double seconds) {
-  for (double t = 0; t < seconds; t += 0.01) {
-    if (proc_state(pid) == 'S')
-      return true;
-    sleep_seconds(0.01);
-  }
-  return proc_state(pid) == 'S';
-}
+/* Waits until pid sleeps in the kernel (blocked in a wait), up to seconds; on Windows,
+ * which cannot show it, a fixed short while (runner.h). */
+static bool wait_sleeping(long pid, double seconds) { return wait_asleep(pid, seconds); }
 
 /* splitmix64: the tests' random numbers. */
 static uint64_t rng_next(uint64_t *s) {
@@ -172,7 +156,7 @@ static uint64_t rng_size(uint64_t *s, uint64_t lo, uint64_t hi) {
 
 static uint64_t test_seed(void) {
   const char *e = getenv("MPROC_TEST_SEED");
-  uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)test_getpid() << 32);
   print_message("    seed %llu (MPROC_TEST_SEED replays it)\n", (unsigned long long)seed);
   return seed;
 }
@@ -1543,8 +1527,8 @@ static void kill_child(mproc_process *p, const char *role) {
   assert_ok(mproc_process_kill(p));
   assert_ok(tjoin(p, 30));
   code = texitcode(p);
-  if (code != -SIGKILL)
-    fail_msg("the %s exited with %d, expected to be killed (%d)", role, code, -SIGKILL);
+  if (code != EXIT_KILLED)
+    fail_msg("the %s exited with %d, expected to be killed (%d)", role, code, EXIT_KILLED);
   tfree(p);
 }
 
@@ -1861,16 +1845,9 @@ typedef struct fault_arg {
 } fault_arg;
 
 static unsigned char *faulting_buffer(const fault_arg *a) {
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), maplen = ((size_t)a->len + page - 1) / page * page;
-  unsigned char *p;
-  struct rlimit no_core = {0, 0};
-  setrlimit(RLIMIT_CORE, &no_core);
-  p = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    return NULL;
-  fill_pattern(p, (size_t)a->fault_at, a->seed);
-  if (mprotect(p + a->fault_at, maplen - (size_t)a->fault_at, PROT_NONE) != 0)
-    return NULL;
+  unsigned char *p = faulting_area((size_t)a->len, (size_t)a->fault_at);
+  if (p != NULL)
+    fill_pattern(p, (size_t)a->fault_at, a->seed);
   return p;
 }
 

@@ -8,12 +8,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "runner.h"
 
@@ -29,7 +26,7 @@
     int cr_ = (call);                                                                        \
     if (cr_ != (code)) {                                                                     \
       fprintf(stderr, "[child %ld] %s:%d: %s returned %s, expected %s; last error: %s\n",    \
-              (long)getpid(), __FILE__, __LINE__, #call, mproc_err_name(cr_), #code,         \
+              test_getpid(), __FILE__, __LINE__, #call, mproc_err_name(cr_), #code,         \
               mproc_last_error());                                                           \
       return CHILD_FAILED;                                                                   \
     }                                                                                        \
@@ -38,7 +35,7 @@
 #define CCHECK(cond)                                                                           \
   do {                                                                                       \
     if (!(cond)) {                                                                           \
-      fprintf(stderr, "[child %ld] %s:%d: check failed: %s\n", (long)getpid(), __FILE__,     \
+      fprintf(stderr, "[child %ld] %s:%d: check failed: %s\n", test_getpid(), __FILE__,     \
               __LINE__, #cond);                                                              \
       return CHILD_FAILED;                                                                   \
     }                                                                                        \
@@ -57,7 +54,7 @@ static const char *new_shm_name(void) {
   for (size_t i = 0; i < MAX_NAMES; i++)
     if (created_names[i][0] == '\0') {
       snprintf(created_names[i], sizeof created_names[i], "mproc-test-sync-%ld-%u",
-               (long)getpid(), ++counter);
+               test_getpid(), ++counter);
       return created_names[i];
     }
   fail_msg("too many shared memory names in one test");
@@ -79,9 +76,7 @@ static int sync_teardown(void **state) {
   test_teardown(state);
   for (size_t i = 0; i < MAX_NAMES; i++)
     if (created_names[i][0] != '\0') {
-      char path[sizeof created_names[0] + 2];
-      snprintf(path, sizeof path, "/%.*s", (int)sizeof created_names[i] - 1, created_names[i]);
-      shm_unlink(path); /* ENOENT when the test unlinked it itself */
+      shm_name_remove(created_names[i]);
       created_names[i][0] = '\0';
     }
   return 0;
@@ -113,12 +108,9 @@ static int wait_int(const int *p, int want, double seconds) {
   return v;
 }
 
-/* Gives pid up to 10 s to be asleep ('S'). This only makes it likely that a waiter is
+/* Gives pid up to 10 s to be asleep. This only makes it likely that a waiter is
  * already blocked when it is woken; no assertion depends on it. */
-static void wait_asleep(long pid) {
-  for (int i = 0; i < 1000 && proc_state(pid) != 'S'; i++)
-    sleep_seconds(0.01);
-}
+static void wait_blocked(long pid) { (void)wait_asleep(pid, 10); }
 
 /* Joins p (30 s at most, then it is killed) and checks that it exited with 0. */
 static void join_ok(mproc_process *p, const char *what) {
@@ -652,12 +644,11 @@ static int child_hold_lock(mproc_ctx *ctx, const void *arg, size_t len) {
   CEXPECT(mproc_event_set(ready), 0);
   switch (h.how) {
   case HOLD_SLEEP:
-    for (;;)
-      pause();
+    sleep_forever();
   case HOLD_BLOCKED: {
     int r = mproc_event_wait(never, MPROC_FOREVER); /* should never return */
     fprintf(stderr, "[child %ld] waiting on an event nobody sets returned %s\n",
-            (long)getpid(), mproc_err_name(r));
+            test_getpid(), mproc_err_name(r));
     return CHILD_FAILED;
   }
   default:
@@ -690,7 +681,7 @@ static void check_recovery(int how, bool recursive, int depth) {
     assert_mproc(mproc_lock_acquire(l, 0), MPROC_ETIMEDOUT);
     assert_mproc(mproc_lock_acquire(l, 0.1), MPROC_ETIMEDOUT);
     assert_mproc(mproc_lock_release(l), MPROC_ESTATE);
-    wait_asleep(mproc_process_pid(p));
+    wait_blocked(mproc_process_pid(p));
     assert_true(mproc_process_is_alive(p));
     assert_ok(mproc_process_kill(p));
   }
@@ -699,7 +690,7 @@ static void check_recovery(int how, bool recursive, int depth) {
   if (how != HOLD_EXIT) {
     assert_ok(tjoin(p, 30));
     code = texitcode(p);
-    assert_int_equal(code, -SIGKILL);
+    assert_int_equal(code, EXIT_KILLED);
   }
   tfree(p);
 
@@ -862,7 +853,7 @@ static int child_sem_post(mproc_ctx *ctx, const void *arg, size_t len) {
   child_enter();
   CCHECK(s != NULL && go != NULL);
   CEXPECT(mproc_event_wait(go, 30), 0);
-  wait_asleep((long)getppid());
+  wait_blocked(test_getppid());
   CEXPECT(mproc_sem_release(s), 0);
   return 0;
 }
@@ -881,7 +872,7 @@ static void test_sem_release_wakes_other_process(void **state) {
   /* The parent releases; the child blocked in acquire wakes. */
   p = start(child_sem_wait, NULL, 0, share, 2);
   assert_ok(mproc_event_wait(ev, 30));
-  wait_asleep(mproc_process_pid(p));
+  wait_blocked(mproc_process_pid(p));
   assert_int_equal(sem_value(s), 0);
   assert_ok(mproc_sem_release(s));
   join_ok(p, "a child blocked on the semaphore");
@@ -1085,7 +1076,7 @@ static void test_event_wakes_waiting_child(void **state) {
   share[2] = done;
   p = start(child_event_wait, "clear", 5, share, 3);
   assert_int_equal(wait_int(&a->ready, 1, 30), 1);
-  wait_asleep(mproc_process_pid(p));
+  wait_blocked(mproc_process_pid(p));
   assert_int_equal(load_int(&a->woke), 0);
   assert_ok(mproc_event_set(e));
   assert_ok(mproc_event_wait(done, 30));
@@ -1113,7 +1104,7 @@ static void test_event_wakes_all_children(void **state) {
     p[i] = start(child_event_wait, NULL, 0, share, 2);
   assert_int_equal(wait_int(&a->ready, N, 30), N);
   for (int i = 0; i < N; i++)
-    wait_asleep(mproc_process_pid(p[i]));
+    wait_blocked(mproc_process_pid(p[i]));
   assert_int_equal(load_int(&a->woke), 0);
   assert_ok(mproc_event_set(e)); /* once */
   for (int i = 0; i < N; i++)

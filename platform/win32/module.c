@@ -1,5 +1,6 @@
 /* Code addresses as (module, offset), so a spawned child finds the same function
  * at its own load address; the executable's path; the CPU count. */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,8 +111,9 @@ int mproc__os_addr_to_ref(const void *addr, char **module, uint64_t *offset) {
                               GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
                           (LPCWSTR)addr, &m))
     return mproc__error(MPROC_ENOTFOUND,
-                        "address %p is in no loaded module: a spawned child cannot find it",
-                        addr);
+                        "address 0x%" PRIxPTR " is in no loaded module: a spawned child cannot "
+                        "find it",
+                        (uintptr_t)addr);
   if (m == GetModuleHandleW(NULL)) {
     path = malloc(1);
     if (path == NULL)
@@ -121,16 +123,17 @@ int mproc__os_addr_to_ref(const void *addr, char **module, uint64_t *offset) {
     return r;
   }
   if (!is_code(addr)) {
-    r = mproc__error(MPROC_ENOTFOUND, "address %p in module \"%s\" is not code", addr,
+    r = mproc__error(MPROC_ENOTFOUND, "address 0x%" PRIxPTR " in module \"%s\" is not code",
+                     (uintptr_t)addr,
                      path[0] ? path : "(executable)");
     free(path);
     return r;
   }
   if (path[0] != '\0' && !loaded_at_startup(path)) {
     r = mproc__error(MPROC_ENOTFOUND,
-                     "function %p is in \"%s\", which was loaded after mproc_init(): a "
-                     "spawned child does not load it",
-                     addr, path);
+                     "function 0x%" PRIxPTR " is in \"%s\", which was loaded after "
+                     "mproc_init(): a spawned child does not load it",
+                     (uintptr_t)addr, path);
     free(path);
     return r;
   }

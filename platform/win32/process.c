@@ -187,6 +187,21 @@ static int spawn_prepare(spawn_ctx *c, const mproc__os_start *start, mproc__fd *
   return 0;
 }
 
+/* CreateProcessW, tried again a few times when it fails with ERROR_INTERNAL_ERROR:
+ * wine reports that when its loader could not be started for the new process (a
+ * passing shortage on a loaded machine), and the same call succeeds moments later.
+ * Every other failure is reported at once. */
+static BOOL create_process(wchar_t *exe, wchar_t *line, bool inherit, DWORD flags,
+                           STARTUPINFOW *si, PROCESS_INFORMATION *pi) {
+  for (int attempt = 0;; attempt++) {
+    if (CreateProcessW(exe, line, NULL, NULL, inherit, flags, NULL, NULL, si, pi))
+      return TRUE;
+    if (GetLastError() != ERROR_INTERNAL_ERROR || attempt == 4)
+      return FALSE;
+    Sleep(20u << attempt);
+  }
+}
+
 int mproc__os_spawn(mproc__os_proc *proc, const char *exe, const char *argv0,
                     const mproc__os_start *start, mproc__fd *child_fds) {
   wchar_t *wexe = mproc__w32_widen(exe), *warg0 = mproc__w32_widen(argv0 ? argv0 : exe);
@@ -223,8 +238,7 @@ int mproc__os_spawn(mproc__os_proc *proc, const char *exe, const char *argv0,
     si.lpAttributeList = c.attrs;
     flags |= EXTENDED_STARTUPINFO_PRESENT;
   }
-  if (!CreateProcessW(wexe, line, NULL, NULL, c.ninherit > 0, flags, NULL, NULL,
-                      &si.StartupInfo, &pi)) {
+  if (!create_process(wexe, line, c.ninherit > 0, flags, &si.StartupInfo, &pi)) {
     r = mproc__error_os((int)GetLastError(), "CreateProcessW(\"%s\") failed", exe);
     goto out;
   }

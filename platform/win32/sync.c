@@ -108,11 +108,41 @@ int mproc__os_shm_create(size_t size, mproc__fd *fd) {
   return 0;
 }
 
-/* The size of a mapping opened by name: what a view of all of it spans (rounded
- * up to pages, as Python's SharedMemory reports on Windows too). */
-static int mapping_size(HANDLE h, const char *name, size_t *size) {
+/*
+ * A named block ends with a trailer in its last page, past the bytes asked for. It
+ * keeps what Windows does not: the exact size (a view spans whole pages) and whether
+ * the block was unlinked (a mapping lives while anyone holds it, and Windows has no
+ * unlink). With it, attach reports the size create was given and refuses an unlinked
+ * block, as on POSIX. A block without the trailer (made by another program, Python's
+ * SharedMemory say) is attached with its size in whole pages.
+ */
+#define TRAILER_MAGIC 0x6d70726f63736d31ull /* "mprocsm1" */
+
+typedef struct shm_trailer {
+  uint64_t magic;
+  uint64_t size;
+  volatile LONG unlinked;
+} shm_trailer;
+
+static size_t page_size(void) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si);
+  return si.dwPageSize;
+}
+
+/* The section's size for a block of size bytes: the bytes, then the trailer at the
+ * very end of the last page. */
+static uint64_t section_size(size_t size) {
+  uint64_t page = page_size();
+  return ((uint64_t)size + sizeof(shm_trailer) + page - 1) / page * page;
+}
+
+/* Maps all of h and returns the view and its trailer (NULL when it has none). */
+static int map_whole(HANDLE h, const char *name, DWORD access, void **view,
+                     shm_trailer **trailer) {
   MEMORY_BASIC_INFORMATION mbi;
-  void *p = MapViewOfFile(h, FILE_MAP_READ, 0, 0, 0);
+  void *p = MapViewOfFile(h, access, 0, 0, 0);
+  shm_trailer *t;
   if (p == NULL)
     return mproc__error_os((int)GetLastError(), "MapViewOfFile() of shared memory \"%s\" failed",
                            name);
@@ -121,8 +151,51 @@ static int mapping_size(HANDLE h, const char *name, size_t *size) {
     UnmapViewOfFile(p);
     return mproc__error_os((int)e, "VirtualQuery() on shared memory \"%s\" failed", name);
   }
-  UnmapViewOfFile(p);
-  *size = mbi.RegionSize;
+  t = (shm_trailer *)((char *)p + mbi.RegionSize - sizeof *t);
+  *view = p;
+  *trailer = mbi.RegionSize >= sizeof *t && t->magic == TRAILER_MAGIC &&
+                     t->size <= mbi.RegionSize - sizeof *t
+                 ? t
+                 : NULL;
+  if (*trailer == NULL) {
+    /* No trailer: the region's own size stands in for it, in the field read below. */
+    static _Thread_local shm_trailer none;
+    none.magic = 0;
+    none.size = mbi.RegionSize;
+    none.unlinked = 0;
+    *trailer = &none;
+  }
+  return 0;
+}
+
+/* The size of a block opened by name; MPROC_ENOTFOUND once it was unlinked. */
+static int mapping_size(HANDLE h, const char *name, size_t *size) {
+  void *view;
+  shm_trailer *t;
+  int r = map_whole(h, name, FILE_MAP_READ, &view, &t);
+  if (r != 0)
+    return r;
+  if (t->unlinked)
+    r = mproc__error(MPROC_ENOTFOUND, "no shared memory named \"%s\" (it was unlinked)", name);
+  else
+    *size = (size_t)t->size;
+  UnmapViewOfFile(view);
+  return r;
+}
+
+/* Writes the trailer of a block just created. */
+static int write_trailer(HANDLE h, const char *name, size_t size) {
+  uint64_t total = section_size(size);
+  shm_trailer *t;
+  char *view = MapViewOfFile(h, FILE_MAP_WRITE, 0, 0, (SIZE_T)total);
+  if (view == NULL)
+    return mproc__error_os((int)GetLastError(), "MapViewOfFile() of shared memory \"%s\" failed",
+                           name);
+  t = (shm_trailer *)(view + total - sizeof *t);
+  t->size = size;
+  t->unlinked = 0;
+  t->magic = TRAILER_MAGIC;
+  UnmapViewOfFile(view);
   return 0;
 }
 
@@ -135,7 +208,7 @@ int mproc__os_shm_open(const char *name, bool create, size_t *size, mproc__fd *f
   if (w == NULL)
     return mproc__error(MPROC_EINVAL, "shared memory name \"%s\" is not UTF-8", name);
   if (create) {
-    uint64_t sz = *size ? *size : 1;
+    uint64_t sz = section_size(*size);
     h = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE, (DWORD)(sz >> 32),
                            (DWORD)sz, w);
     e = GetLastError();
@@ -144,6 +217,8 @@ int mproc__os_shm_open(const char *name, bool create, size_t *size, mproc__fd *f
       r = mproc__error(MPROC_ESTATE, "shared memory \"%s\" already exists", name);
     } else if (h == NULL) {
       r = mproc__error_os((int)e, "CreateFileMappingW(\"%s\") failed", name);
+    } else if ((r = write_trailer(h, name, *size)) != 0) {
+      CloseHandle(h);
     }
   } else {
     h = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE, w);
@@ -162,22 +237,33 @@ int mproc__os_shm_open(const char *name, bool create, size_t *size, mproc__fd *f
   return r;
 }
 
-/* Windows has no unlink: a mapping lives while any process holds it (Python's
- * SharedMemory.unlink does nothing there either). The name is checked so that a
- * mistaken one is still reported. */
+/* Windows has no unlink: a mapping lives while any process holds it. The trailer
+ * records it instead, and attach then refuses the name as POSIX would; a block
+ * without one (not made by mproc) is left alone, as Python's unlink does there. */
 int mproc__os_shm_unlink(const char *name) {
   wchar_t *w = local_name(name[0] == '/' ? name + 1 : name);
   HANDLE h;
+  void *view;
+  shm_trailer *t;
+  int r;
   if (w == NULL)
     return mproc__error(MPROC_EINVAL, "shared memory name \"%s\" is not UTF-8", name);
-  h = OpenFileMappingW(FILE_MAP_READ, FALSE, w);
+  h = OpenFileMappingW(FILE_MAP_ALL_ACCESS, FALSE, w);
   free(w);
   if (h == NULL)
     return GetLastError() == ERROR_FILE_NOT_FOUND
                ? mproc__error(MPROC_ENOTFOUND, "no shared memory named \"%s\"", name)
                : mproc__error_os((int)GetLastError(), "OpenFileMappingW(\"%s\") failed", name);
+  r = map_whole(h, name, FILE_MAP_WRITE, &view, &t);
+  if (r == 0) {
+    if (t->magic == TRAILER_MAGIC &&
+        InterlockedCompareExchange(&t->unlinked, 1, 0) != 0)
+      r = mproc__error(MPROC_ENOTFOUND, "no shared memory named \"%s\" (it was unlinked)",
+                       name);
+    UnmapViewOfFile(view);
+  }
   CloseHandle(h);
-  return 0;
+  return r;
 }
 
 /* ------------------------------------------------------ mapped views */

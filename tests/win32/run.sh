@@ -22,12 +22,11 @@ build "$here/core_test.c" "$root/src/wire.c" "$root/src/conn.c" "$root/src/share
 case "$(uname -s)" in
   MINGW* | MSYS* | CYGWIN*) run() { "$@"; } ;;
   *)
-    export WINEDEBUG=${WINEDEBUG:--all}
-    export WINEPREFIX=${WINEPREFIX:-${TMPDIR:-/tmp}/mproc-wineprefix}
-    if [ ! -d "$WINEPREFIX" ]; then
-      wineboot -i >/dev/null 2>&1 || true
-    fi
-    run() { wine "$@"; }
+    # wine-run.sh rather than plain wine: it passes the program's exit status on (a
+    # crash too, which wine's debugger would otherwise race with) and keeps wine quiet.
+    # Its default prefix is the lane's (build-ci/mingw-deps/wineprefix); WINEPREFIX
+    # picks another.
+    run() { "$root/cmake/mingw/wine-run.sh" "$@"; }
     ;;
 esac
 rc=0
