@@ -12,44 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../platform/win32/win32.h"
+#include "harness.h"
 #include "pool.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                            \
-  do {                                                                                         \
-    if (cond) {                                                                                \
-      passed++;                                                                                \
-    } else {                                                                                   \
-      failed++;                                                                                \
-      printf("FAIL %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,                 \
-             mproc_last_error());                                                              \
-    }                                                                                          \
-  } while (0)
-
-/* ------------------------------------------- what APR-based files give */
-
-static int64_t now_us(void) {
-  FILETIME ft;
-  ULARGE_INTEGER u;
-  GetSystemTimePreciseAsFileTime(&ft);
-  u.LowPart = ft.dwLowDateTime;
-  u.HighPart = ft.dwHighDateTime;
-  return (int64_t)(u.QuadPart / 10);
-}
-
-int64_t mproc__deadline(double timeout) {
-  return timeout < 0 ? -1 : now_us() + (int64_t)(timeout * 1e6);
-}
-
-double mproc__remaining(int64_t deadline) {
-  int64_t left;
-  if (deadline < 0)
-    return -1;
-  left = deadline - now_us();
-  return left > 0 ? (double)left / 1e6 : 0;
-}
 
 /* runtime.c spins before sleeping on a queue's word; here the first check is enough,
  * the word wait is what this test exercises. */
