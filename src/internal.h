@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mproc.h"
 #include "platform.h"
@@ -52,7 +53,6 @@ typedef struct mproc__buf {
   int err; /* first error (MPROC_ENOMEM), so callers check once at the end */
 } mproc__buf;
 
-void mproc__buf_put(mproc__buf *b, const void *data, size_t len);
 void mproc__buf_put_u64(mproc__buf *b, uint64_t v);
 void mproc__buf_put_bytes(mproc__buf *b, const void *data, size_t len); /* length + data */
 void mproc__buf_put_str(mproc__buf *b, const char *s);                  /* NULL allowed */
@@ -64,15 +64,44 @@ bool mproc__buf_room(mproc__buf *b, size_t len);
 /* Makes room for `more` bytes after what b holds (one allocation instead of doublings). */
 bool mproc__buf_reserve(mproc__buf *b, size_t more);
 
+/* Appends len bytes. Inline, with up to 16 bytes copied in fixed-size moves: a pool
+ * worker appends every task's result, often a number. */
+static inline void mproc__buf_put(mproc__buf *b, const void *data, size_t len) {
+  unsigned char *d;
+  const unsigned char *s = (const unsigned char *)data;
+  if (len == 0 || b->err || (b->cap - b->len < len && !mproc__buf_reserve(b, len)))
+    return;
+  d = b->data + b->len;
+  b->len += len;
+  if (len >= 8 && len <= 16) { /* two overlapping 8-byte moves */
+    memcpy(d, s, 8);
+    memcpy(d + len - 8, s + len - 8, 8);
+  } else if (len >= 4 && len < 8) {
+    memcpy(d, s, 4);
+    memcpy(d + len - 4, s + len - 4, 4);
+  } else {
+    memcpy(d, s, len);
+  }
+}
+
 /* A reader over received bytes; any overrun sets err to MPROC_EPROTO. */
 typedef struct mproc__rd {
   const unsigned char *p, *end;
   int err;
 } mproc__rd;
 
+/* len bytes with no length word, pointing into the buffer (inline, as above). */
+static inline const void *mproc__rd_raw(mproc__rd *r, uint64_t len) {
+  const unsigned char *p = r->p;
+  if (r->err || len > (uint64_t)(r->end - r->p)) {
+    r->err = MPROC_EPROTO;
+    return NULL;
+  }
+  r->p += len;
+  return p;
+}
 uint64_t mproc__rd_u64(mproc__rd *r);
 const void *mproc__rd_bytes(mproc__rd *r, size_t *len); /* points into the buffer */
-const void *mproc__rd_raw(mproc__rd *r, size_t len);     /* len bytes with no length word */
 char *mproc__rd_str(mproc__rd *r);                       /* malloc()ed, NULL for NULL */
 
 /* -------------------------------------------------------- share list */

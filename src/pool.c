@@ -30,6 +30,11 @@
  * up sooner: workers of such jobs hold one chunk at a time, as Python's pull from
  * a shared queue. Until a chunk has been timed, they hold two. */
 #define SLOW_CHUNK_US 2000
+/* Task messages' buffers are kept for the next chunks, up to this many bytes in all:
+ * memory freed and allocated again is paged in again, which costs more than the
+ * copying (tens of microseconds a page on a virtual machine). */
+#define SPARE_BYTES ((size_t)8 * 1024 * 1024)
+#define SPARES 16
 
 typedef enum { J_APPLY, J_MAP, J_MAPV, J_ITER } job_kind;
 typedef enum { P_RUN, P_CLOSE, P_TERMINATE } pool_state;
@@ -104,13 +109,12 @@ struct mproc_iter {
 typedef struct chunk {
   mproc_result *job;
   uint64_t id;
-  size_t start, count;
+  size_t start, count; /* its items are the job's start .. start + count - 1 */
   size_t reported;  /* items whose results came back */
   size_t count_pos; /* where the item count sits in msg */
-  uint64_t item_size; /* every item's size, or UINT64_MAX when they vary */
-  size_t *indices;  /* count item positions in the job (requeued chunks need not be contiguous) */
+  size_t items_pos; /* where the first item's bytes start in msg */
+  uint64_t item_size; /* every item's size, or UINT64_MAX when they vary (framed) */
   mproc__buf msg;   /* the encoded task message */
-  size_t *item_off; /* where each item's bytes start in msg */
   int64_t sent_at;  /* when it went to its worker */
   struct chunk *next;
 } chunk;
@@ -180,6 +184,9 @@ struct mproc_pool {
   mproc_result *live; /* the unfinished jobs */
   mproc_result **callbacks; /* finished jobs whose callbacks are due */
   size_t ncallbacks, capcallbacks;
+  mproc__buf spare[SPARES]; /* task message buffers to use again (SPARE_BYTES) */
+  int nspare;
+  size_t spare_bytes;
 };
 
 static MPROC__THREAD_LOCAL mproc_pool *dispatcher_of;
@@ -385,10 +392,13 @@ static void job_fail_rest(mproc_pool *p, mproc_result *j, int status, const char
 
 /* ----------------------------------------------------------- chunks */
 
-static void chunk_free(chunk *c) {
-  mproc__buf_free(&c->msg);
-  free(c->item_off);
-  free(c->indices);
+static void chunk_free(mproc_pool *p, chunk *c) {
+  if (p->nspare < SPARES && c->msg.err == 0 && c->msg.cap <= SPARE_BYTES - p->spare_bytes) {
+    p->spare_bytes += c->msg.cap;
+    p->spare[p->nspare++] = c->msg;
+  } else {
+    mproc__buf_free(&c->msg);
+  }
   free(c);
 }
 
@@ -398,18 +408,19 @@ static uint64_t job_item_size(const mproc_result *j) {
                                                                      : UINT64_MAX;
 }
 
-static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
+/* A chunk of count items of j from its item start. */
+static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t start, size_t count) {
   chunk *c = calloc(1, sizeof *c);
   if (c == NULL)
     return NULL;
-  c->item_off = malloc((count ? count : 1) * sizeof *c->item_off);
-  c->indices = malloc((count ? count : 1) * sizeof *c->indices);
-  if (c->item_off == NULL || c->indices == NULL) {
-    chunk_free(c);
-    return NULL;
+  if (p->nspare > 0) {
+    c->msg = p->spare[--p->nspare];
+    p->spare_bytes -= c->msg.cap;
+    c->msg.len = 0;
   }
   c->job = j;
   c->id = ++p->next_chunk_id;
+  c->start = start;
   c->count = count;
   mproc__buf_put_u64(&c->msg, MSG_TASK);
   mproc__buf_put_u64(&c->msg, c->id);
@@ -419,28 +430,41 @@ static chunk *chunk_new(mproc_pool *p, mproc_result *j, size_t count) {
   mproc__buf_put_u64(&c->msg, count);
   c->item_size = job_item_size(j);
   mproc__buf_put_u64(&c->msg, c->item_size);
+  c->items_pos = c->msg.len;
   if (c->item_size != UINT64_MAX && c->item_size <= SIZE_MAX / (count ? count : 1))
     mproc__buf_reserve(&c->msg, count * (size_t)c->item_size);
   return c;
 }
 
-static void chunk_add(chunk *c, size_t k, size_t index, const void *data, size_t len) {
-  c->indices[k] = index;
-  c->item_off[k] = c->msg.len;
+/* Appends the chunk's next item. */
+static void chunk_add(chunk *c, const void *data, size_t len) {
   if (c->item_size == UINT64_MAX)
     mproc__buf_put_bytes(&c->msg, data, len);
   else
     mproc__buf_put(&c->msg, data, len);
 }
 
-/* Item k's bytes inside a chunk's message. */
-static const void *chunk_item(const chunk *c, size_t k, size_t *len) {
-  mproc__rd r = {c->msg.data + c->item_off[k], c->msg.data + c->msg.len, 0};
+/* A reader at item k of a chunk's message (walking the framed items before it). */
+static mproc__rd chunk_items_from(const chunk *c, size_t k) {
+  mproc__rd r = {c->msg.data + c->items_pos, c->msg.data + c->msg.len, 0};
+  if (c->item_size != UINT64_MAX) {
+    r.p += k * (size_t)c->item_size;
+    return r;
+  }
+  for (size_t x = 0; x < k; x++) {
+    size_t len;
+    mproc__rd_bytes(&r, &len);
+  }
+  return r;
+}
+
+/* The next item's bytes from such a reader. */
+static const void *chunk_item_next(const chunk *c, mproc__rd *r, size_t *len) {
   if (c->item_size != UINT64_MAX) {
     *len = (size_t)c->item_size;
-    return mproc__rd_raw(&r, *len);
+    return mproc__rd_raw(r, *len);
   }
-  return mproc__rd_bytes(&r, len);
+  return mproc__rd_bytes(r, len);
 }
 
 static void push_retry(mproc_pool *p, chunk *c) {
@@ -504,7 +528,7 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
     requeue_rest(p, c, limit);
     c->count = limit;
     requeue_rest(p, c, 0);
-    chunk_free(c);
+    chunk_free(p, c);
   }
   if (p->retry != NULL && p->retry->count <= limit) {
     chunk *c = p->retry;
@@ -533,7 +557,7 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
       if (count > room)
         count = room;
     }
-    chunk *c = chunk_new(p, j, count);
+    chunk *c = chunk_new(p, j, j->next, count);
     if (c == NULL)
       return NULL;
     size_t k = 0;
@@ -549,12 +573,12 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
         size_t len;
         if ((r = j->src(j->src_user, first + k, &data, &len)) <= 0)
           break;
-        chunk_add(c, k, first + k, data, len);
+        chunk_add(c, data, len);
       }
       apr_thread_mutex_lock(p->mu);
       if (j->ready || j->cancelled) {
         /* Canceled meanwhile: what was drawn is dropped, like the rest. */
-        chunk_free(c);
+        chunk_free(p, c);
         job_unref(j);
         continue;
       }
@@ -567,7 +591,7 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
       }
       j->next = first + k;
       if (k == 0) {
-        chunk_free(c);
+        chunk_free(p, c);
         if (j->src_done && j->done == j->n && !j->ready)
           job_finish(p, j);
         continue;
@@ -577,20 +601,20 @@ static chunk *next_chunk(mproc_pool *p, size_t limit) {
         c->msg.data[c->count_pos + (size_t)b] = (unsigned char)((uint64_t)k >> (8 * b));
       c->count = k;
     } else {
-      for (; k < count; k++) {
-        size_t i = j->next + k;
-        if (j->kind == J_APPLY)
-          chunk_add(c, k, i, j->arg_copy, j->arg_len);
-        else if (j->kind == J_MAPV)
-          chunk_add(c, k, i, j->items[i].data, j->items[i].len);
-        else
-          chunk_add(c, k, i, j->in + i * j->in_size, j->in_size);
-      }
+      if (c->item_size != UINT64_MAX) /* an array's items: in one piece */
+        mproc__buf_put(&c->msg, j->in + j->next * j->in_size, count * j->in_size);
+      else
+        for (; k < count; k++) {
+          size_t i = j->next + k;
+          if (j->kind == J_APPLY)
+            chunk_add(c, j->arg_copy, j->arg_len);
+          else
+            chunk_add(c, j->items[i].data, j->items[i].len);
+        }
       j->next += count;
     }
-    c->start = c->indices[0];
     if (c->msg.err) {
-      chunk_free(c);
+      chunk_free(p, c);
       return NULL;
     }
     return c;
@@ -605,21 +629,27 @@ static void requeue_rest(mproc_pool *p, chunk *c, size_t from) {
     return;
   if (j->cancelled) {
     for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->indices[k], MPROC_ECANCELED, "canceled", 0);
+      item_done(p, j, c->start + k, MPROC_ECANCELED, "canceled", 0);
     return;
   }
-  chunk *n = chunk_new(p, j, c->count - from);
+  chunk *n = chunk_new(p, j, c->start + from, c->count - from);
   if (n == NULL) {
     for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->indices[k], MPROC_ENOMEM, "out of memory requeueing", 0);
+      item_done(p, j, c->start + k, MPROC_ENOMEM, "out of memory requeueing", 0);
     return;
   }
+  mproc__rd r = chunk_items_from(c, from);
   for (size_t k = from; k < c->count; k++) {
     size_t len;
-    const void *d = chunk_item(c, k, &len);
-    chunk_add(n, k - from, c->indices[k], d, len);
+    const void *d = chunk_item_next(c, &r, &len);
+    chunk_add(n, d, len);
   }
-  n->start = n->indices[0];
+  if (n->msg.err) {
+    for (size_t k = from; k < c->count; k++)
+      item_done(p, j, c->start + k, MPROC_ENOMEM, "out of memory requeueing", 0);
+    chunk_free(p, n);
+    return;
+  }
   push_retry(p, n);
 }
 
@@ -775,11 +805,11 @@ static void worker_dead(mproc_pool *p, worker *w) {
       requeue_rest(p, c, (size_t)rindex + 1);
       c->count = (size_t)rindex; /* what stays before the failed item */
       requeue_rest(p, c, from);
-      item_done(p, c->job, c->indices[rindex], status, msg, 0);
+      item_done(p, c->job, c->start + rindex, status, msg, 0);
     } else {
       requeue_rest(p, c, from);
     }
-    chunk_free(c);
+    chunk_free(p, c);
   }
   w->ninflight = 0;
   w->inflight_bytes = 0;
@@ -807,8 +837,8 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
     chunk *c = p->retry;
     p->retry = c->next;
     for (size_t k = 0; k < c->count; k++)
-      item_done(p, c->job, c->indices[k], status, msg, 0);
-    chunk_free(c);
+      item_done(p, c->job, c->start + k, status, msg, 0);
+    chunk_free(p, c);
   }
   p->retry_tail = NULL;
   for (int i = 0; i < p->nworkers; i++) {
@@ -816,8 +846,8 @@ static void fail_everything(mproc_pool *p, int status, const char *msg) {
     for (int k = 0; k < w->ninflight; k++) {
       chunk *c = w->inflight[k];
       for (size_t x = c->reported; x < c->count; x++)
-        item_done(p, c->job, c->indices[x], status, msg, 0);
-      chunk_free(c);
+        item_done(p, c->job, c->start + x, status, msg, 0);
+      chunk_free(p, c);
     }
     w->ninflight = 0;
     w->inflight_bytes = 0;
@@ -852,6 +882,21 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
     }
   if (c == NULL || rd->err || first != c->reported || k > c->count - c->reported)
     return;
+  mproc_result *j = c->job;
+  if (packed && j->kind == J_MAP && (j->out_size == 0 || size == j->out_size)) {
+    /* A map's results of the expected size: one copy into the output array. */
+    const void *d = size && k > (uint64_t)(rd->end - rd->p) / size ? NULL
+                                                                   : mproc__rd_raw(rd, k * size);
+    if (d == NULL && size)
+      return;
+    if (j->out_size != 0)
+      memcpy((unsigned char *)j->out + (c->start + c->reported) * j->out_size, d, k * size);
+    c->reported += (size_t)k;
+    j->done += (size_t)k;
+    if (j->done == j->n)
+      job_finish(p, j);
+    k = 0;
+  }
   for (uint64_t x = 0; x < k; x++) {
     int status = packed ? 0 : (int)(int64_t)mproc__rd_u64(rd);
     size_t len;
@@ -872,7 +917,7 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
     if (rd->err)
       return;
     c->reported++;
-    item_done(p, c->job, c->indices[c->reported - 1], status, d, len);
+    item_done(p, c->job, c->start + c->reported - 1, status, d, len);
   }
   if (c->reported == c->count) {
     /* It ran from when it was sent or when the worker finished the one before. */
@@ -887,7 +932,7 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
     if (c == w->on_wire)
       w->wire_done = true;
     else
-      chunk_free(c);
+      chunk_free(p, c);
   }
 }
 
@@ -912,7 +957,7 @@ static int send_chunk(mproc_pool *p, worker *w, chunk *c) {
   w->on_wire = NULL;
   if (w->wire_done) {
     w->wire_done = false;
-    chunk_free(c);
+    chunk_free(p, c);
   }
   if (p->send_waiters > 0)
     apr_thread_cond_broadcast(p->changed);
@@ -1337,6 +1382,8 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
 static void pool_destroy(mproc_pool *p) {
   for (int i = 0; p->w && i < p->nworkers; i++)
     mproc__buf_free(&p->w[i].rx);
+  while (p->nspare > 0)
+    mproc__buf_free(&p->spare[--p->nspare]);
   mproc__os_close(p->wake[0]);
   mproc__os_close(p->wake[1]);
   mproc__segobj_free(p->seg);

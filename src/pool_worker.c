@@ -150,12 +150,13 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
   fn_cache cache = {0};
   results res = {0};
   mproc__buf rx = {0}; /* task messages, received into the same memory each time */
-  uint64_t done = 0;
+  uint64_t done = 0, seq;
   int r;
 
   if (ch == NULL || seg == NULL || mproc__worker_conf_decode(&rd, &conf) != 0)
     return 2;
   slot = &((pool_seg *)seg->base.seg.addr)->slots[conf.slot];
+  seq = atomic_load_explicit(&slot->seq, memory_order_relaxed);
   /* Tasks see only the user's share list. */
   memset(&task, 0, sizeof task);
   task.shared = ctx->shared + 2;
@@ -223,7 +224,8 @@ int mproc__pool_worker_main(mproc_ctx *ctx, const void *arg, size_t len) {
       atomic_store_explicit(&slot->chunk, chunk, memory_order_relaxed);
       atomic_store_explicit(&slot->index, i, memory_order_relaxed);
       atomic_store_explicit(&slot->running, 1, memory_order_relaxed);
-      atomic_fetch_add_explicit(&slot->seq, 1, memory_order_release);
+      /* Only this process writes its slot: a store, not a locked add. */
+      atomic_store_explicit(&slot->seq, ++seq, memory_order_release);
       if (run_task(&task, fn, item, n, &res, ch) != 0)
         return 8;
       atomic_store_explicit(&slot->running, 0, memory_order_release);

@@ -37,13 +37,6 @@ bool mproc__buf_room(mproc__buf *b, size_t len) {
   return buf_reserve(b, len ? len : 1);
 }
 
-void mproc__buf_put(mproc__buf *b, const void *data, size_t len) {
-  if (len == 0 || !buf_reserve(b, len))
-    return;
-  memcpy(b->data + b->len, data, len);
-  b->len += len;
-}
-
 void mproc__buf_put_u64(mproc__buf *b, uint64_t v) {
   unsigned char le[8];
   for (int i = 0; i < 8; i++)
@@ -70,13 +63,7 @@ void mproc__buf_free(mproc__buf *b) {
 }
 
 static const unsigned char *rd_take(mproc__rd *r, uint64_t len) {
-  const unsigned char *p = r->p;
-  if (r->err || len > (uint64_t)(r->end - r->p)) {
-    r->err = MPROC_EPROTO;
-    return NULL;
-  }
-  r->p += len;
-  return p;
+  return mproc__rd_raw(r, len);
 }
 
 uint64_t mproc__rd_u64(mproc__rd *r) {
@@ -89,7 +76,6 @@ uint64_t mproc__rd_u64(mproc__rd *r) {
   return v;
 }
 
-const void *mproc__rd_raw(mproc__rd *r, size_t len) { return rd_take(r, len); }
 
 const void *mproc__rd_bytes(mproc__rd *r, size_t *len) {
   uint64_t n = mproc__rd_u64(r);

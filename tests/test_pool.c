@@ -340,6 +340,17 @@ static int task_crashy(mproc_ctx *ctx, const void *arg, size_t len) {
   return mproc_return(ctx, &y, sizeof y);
 }
 
+/* task_crashy on an int32 followed by x % 13 bytes of padding (items of many sizes). */
+static int task_crashy_v(mproc_ctx *ctx, const void *arg, size_t len) {
+  int32_t x;
+  if (len < sizeof x)
+    return mproc_fail(ctx, "expected at least 4 bytes, got %zu", len);
+  memcpy(&x, arg, sizeof x);
+  if (len != sizeof x + (size_t)(x % 13))
+    return mproc_fail(ctx, "item %d came with %zu bytes", (int)x, len);
+  return task_crashy(ctx, arg, sizeof x);
+}
+
 static bool crashes(int32_t x) {
   int m = x % 1000;
   return m == 7 || m == 107 || m == 207 || m == 307;
@@ -1691,6 +1702,53 @@ static void test_crashing_workers_in_map(void **state) {
   free_pool(p);
 }
 
+/* The same with items of many sizes (map_v): the items a dead worker held but had not
+ * run are sent again whole, from the middle of its chunk. */
+static void test_crashing_workers_in_map_v(void **state) {
+  enum { N = 2000, PAD = 13 };
+  mproc_pool_opts o = {0};
+  mproc_pool *p;
+  mproc_result *r;
+  unsigned char(*bufs)[4 + PAD] = malloc(N * sizeof *bufs);
+  mproc_item *items = malloc(N * sizeof *items);
+  size_t nfailed = 0;
+  (void)state;
+  assert_non_null(bufs);
+  assert_non_null(items);
+  o.processes = 2;
+  p = make_pool(&o);
+  for (int32_t i = 0; i < N; i++) {
+    memcpy(bufs[i], &i, sizeof i);
+    memset(bufs[i] + sizeof i, 0xa5, PAD);
+    items[i] = (mproc_item){bufs[i], sizeof i + (size_t)(i % PAD)};
+  }
+  assert_ok(mproc_pool_map_v(p, task_crashy_v, items, N, 9, NULL, &r));
+  assert_mproc(mproc_result_get(r, 90, NULL, NULL), MPROC_EWORKER);
+  for (int32_t i = 0; i < N; i++) {
+    const void *data = NULL;
+    size_t len = 0;
+    int64_t y;
+    int rc = mproc_result_item(r, (size_t)i, &data, &len);
+    if (crashes(i)) {
+      if (rc != MPROC_EWORKER)
+        fail_msg("crashing item %d: %s, expected MPROC_EWORKER", i, mproc_err_name(rc));
+      nfailed++;
+      continue;
+    }
+    if (rc != 0)
+      fail_msg("item %d: %s (%s)", i, mproc_err_name(rc), mproc_last_error());
+    assert_int_equal(len, sizeof y);
+    memcpy(&y, data, sizeof y);
+    if (y != 2 * (int64_t)i + 1)
+      fail_msg("item %d: %" PRId64, i, y);
+  }
+  assert_int_equal(nfailed, 8);
+  mproc_result_free(r);
+  free(items);
+  free(bufs);
+  free_pool(p);
+}
+
 /* Each crashing item's own message names the signal or the exit status. */
 static void test_crash_messages_in_imap(void **state) {
   enum { N = 2000 };
@@ -2311,6 +2369,7 @@ static const struct CMUnitTest pool_tests[] = {
     TP(test_imap_source_bounded_memory),
     TP(test_imap_source_error),
     TP(test_crashing_workers_in_map),
+    TP(test_crashing_workers_in_map_v),
     TP(test_crash_messages_in_imap),
     TP(test_worker_killed_from_outside),
     TP(test_task_timeout),
