@@ -1154,6 +1154,14 @@ static void on_worker_message(mproc_pool *p, worker *w) {
     }
     return;
   }
+  if (dispatcher_of != p) {
+    /* A waiter reading its own reply met the end: the dispatcher settles the death.
+     * Only it frees a worker's process and channel, which it may be waiting on. */
+    w->eof = true;
+    unreserve(w);
+    wake_dispatcher(p);
+    return;
+  }
   worker_ended(p, w);
 }
 
@@ -1233,9 +1241,12 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
   unsigned char *ready = malloc((size_t)p->nworkers * 2 + 2);
   int *who = malloc(((size_t)p->nworkers * 2 + 2) * sizeof *who);
   bool closing_sent = false;
+  char failed[600] = ""; /* why the loop ended before its time */
 
   dispatcher_of = p;
   apr_thread_mutex_lock(p->mu);
+  if (fds == NULL || ready == NULL || who == NULL)
+    snprintf(failed, sizeof failed, "the pool's thread is out of memory");
   while (fds && ready && who) {
     size_t n = 0, nready;
     double timeout;
@@ -1245,6 +1256,10 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
       if (p->w[i].direct && !p->w[i].reading &&
           (p->pending || p->retry || p->state != P_RUN || p->broken))
         unreserve(&p->w[i]);
+    /* Ends a waiter met on a reserved worker's channel (see on_worker_message). */
+    for (int i = 0; i < p->nworkers; i++)
+      if (p->w[i].alive && p->w[i].eof && !p->w[i].reading)
+        worker_ended(p, &p->w[i]);
     if (p->broken && p->broken_msg)
       fail_everything(p, MPROC_EFAILED, p->broken_msg);
     if (p->state == P_TERMINATE) {
@@ -1317,8 +1332,11 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
       apr_thread_cond_broadcast(p->changed);
     int r = mproc__os_poll_read(fds, n, timeout, ready, &nready);
     apr_thread_mutex_lock(p->mu);
-    if (r != 0)
+    if (r != 0) {
+      snprintf(failed, sizeof failed, "the pool's thread cannot wait for its workers: %s",
+               mproc_last_error());
       break;
+    }
     for (size_t i = 0; i < n; i++) {
       if (!ready[i] && who[i] < p->nworkers)
         continue;
@@ -1337,7 +1355,9 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
         worker *w = &p->w[who[i] - p->nworkers];
         if (!w->alive || w->reading)
           continue;
-        if (!w->eof && mproc_conn_fileno(w->ch) >= 0) {
+        if (w->eof) {
+          worker_ended(p, w); /* its waiter met the channel's end meanwhile */
+        } else if (mproc_conn_fileno(w->ch) >= 0) {
           /* An idle or reserved worker exited: what it wrote is still to be read. */
           if (ready[i])
             worker_drain(p, w);
@@ -1350,18 +1370,34 @@ static void *APR_THREAD_FUNC dispatcher(apr_thread_t *t, void *arg) {
       }
     }
   }
-  /* Leave nothing behind. */
+  if (failed[0] != '\0') {
+    /* The pool cannot go on: everything unfinished fails with the reason, and so does
+     * whatever is submitted from now on; the workers go, and the waiters reading a
+     * worker's reply get the channel's end before it is freed. */
+    p->broken = true;
+    free(p->broken_msg);
+    p->broken_msg = strdup(failed);
+    fail_everything(p, MPROC_EFAILED, failed);
+    run_callbacks(p);
+    for (int i = 0; i < p->nworkers; i++)
+      worker_kill(p, &p->w[i], MPROC_EFAILED);
+    for (int i = 0; i < p->nworkers; i++)
+      while (p->w[i].reading)
+        apr_thread_cond_timedwait(p->changed, p->mu, 1000);
+  }
+  /* Leave nothing behind. A worker's channel goes first: a worker still waiting for
+   * work ends when it reads the end. */
   for (int i = 0; i < p->nworkers; i++) {
     worker *w = &p->w[i];
+    mproc_conn_free(w->ch);
+    w->ch = NULL;
     if (w->proc) {
-      if (p->state == P_TERMINATE)
+      if (p->state == P_TERMINATE || failed[0] != '\0')
         mproc_process_kill(w->proc);
       mproc_process_join(w->proc, MPROC_FOREVER);
       mproc_process_free(w->proc);
       w->proc = NULL;
     }
-    mproc_conn_free(w->ch);
-    w->ch = NULL;
     w->alive = false;
   }
   p->dispatcher_done = true;
