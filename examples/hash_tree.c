@@ -1,6 +1,6 @@
 /*
  * A realistic pool job: hash every regular file under a directory (default
- * /usr/include) with imap_unordered, printing a progress line as results arrive.
+ * /usr/include; on Windows the current directory) with imap_unordered, printing a progress line as results arrive.
  * Paths are produced lazily by a source callback, so memory stays small however
  * many files there are. The hash is 64-bit FNV-1a, to keep the example
  * dependency-free.
@@ -15,9 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <mproc.h>
+
+#ifdef _WIN32
+#include <io.h>
+/* Windows's C runtime has no lstat, and no symbolic links for it to leave alone. */
+#define lstat stat
+#define isatty _isatty
+#define DEFAULT_ROOT "."
+#else
+#include <unistd.h>
+#define DEFAULT_ROOT "/usr/include"
+#endif
 
 typedef struct file_hash {
   uint64_t hash;
@@ -88,7 +98,7 @@ static int next_path(void *user, size_t index, const void **data, size_t *len) {
 
 int main(int argc, char **argv) {
   static walker w;
-  const char *root = "/usr/include";
+  const char *root = DEFAULT_ROOT;
   mproc_iter *it;
   uint64_t files = 0, bytes = 0, combined = 0;
   size_t index, len, failed = 0;

@@ -18,7 +18,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <mproc.h>
 
@@ -26,9 +25,9 @@ static int action(mproc_ctx *ctx, const void *arg, size_t len) {
   const char *name = len ? arg : "default";
   int n = len ? (int)len : (int)strlen(name);
   (void)ctx;
-  printf("(%ld) process running, argument: %.*s\n", (long)getpid(), n, name);
+  printf("(%ld) process running, argument: %.*s\n", mproc_getpid(), n, name);
   fflush(stdout);
-  sleep(1);
+  mproc_sleep(1);
   return 0;
 }
 

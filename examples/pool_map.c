@@ -19,7 +19,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <mproc.h>
 
@@ -28,7 +27,7 @@ static int action(mproc_ctx *ctx, const void *arg, size_t len) {
   memcpy(&max, arg, len < sizeof max ? len : sizeof max);
   for (long i = 0; i < max; i++) {
     if (i % 10 == 0)
-      printf("(%ld) process running: %ld\n", (long)getpid(), i);
+      printf("(%ld) process running: %ld\n", mproc_getpid(), i);
     my_sum += i;
   }
   fflush(stdout);

@@ -4,14 +4,13 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <mproc.h>
 
 static int worker(mproc_ctx *ctx, const void *arg, size_t len) {
   int n;
   memcpy(&n, arg, len < sizeof n ? len : sizeof n);
-  printf("(%ld) %s: computing with %d\n", (long)getpid(), mproc_ctx_name(ctx), n);
+  printf("(%ld) %s: computing with %d\n", mproc_getpid(), mproc_ctx_name(ctx), n);
   return n * 2; /* the exit code the parent reads */
 }
 
@@ -20,7 +19,7 @@ static int sleeper(mproc_ctx *ctx, const void *arg, size_t len) {
   (void)arg;
   (void)len;
   for (;;)
-    pause();
+    mproc_sleep(3600);
   return 0; /* not reached: the parent terminates it */
 }
 

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <mproc.h>
 
@@ -26,7 +25,7 @@ static int f(mproc_ctx *ctx, const void *arg, size_t len) {
   mproc_queue *q = mproc_shared(ctx, 0); /* args=(q,) */
   (void)arg;
   (void)len;
-  printf("(%ld) process starts putting data...\n", (long)getpid());
+  printf("(%ld) process starts putting data...\n", mproc_getpid());
   fflush(stdout);
   return mproc_queue_put(q, "Python", strlen("Python"), MPROC_FOREVER) == 0 ? 0 : 1;
 }
@@ -49,7 +48,7 @@ int main(int argc, char **argv) {
   mproc_process_opts opts = {.share = share, .nshare = 1};
   if ((r = mproc_process_start(&p, f, NULL, 0, &opts)) != 0)
     goto fail;
-  printf("(%ld) process starts getting data...\n", (long)getpid());
+  printf("(%ld) process starts getting data...\n", mproc_getpid());
   if ((r = mproc_queue_get(q, &msg, &len, MPROC_FOREVER)) != 0)
     goto fail;
   printf("%.*s\n", (int)len, (const char *)msg);

@@ -228,6 +228,22 @@ MPROC_EXTERN mproc_start_method mproc_get_start_method(void);
  * Safe from any thread.
  */
 MPROC_EXTERN int mproc_cpu_count(void);
+/**
+ * @brief This process's id, as Python's `os.getpid()`: the same number
+ *        mproc_process_pid() gives the parent for this child.
+ * @return The process id (a Windows process id there).
+ * @par Thread safety
+ * Safe from any thread.
+ */
+MPROC_EXTERN long mproc_getpid(void);
+/**
+ * @brief Sleeps, as Python's `time.sleep()`.
+ * @param seconds How long, with microsecond resolution; 0, a negative value or NaN
+ *        returns at once.
+ * @par Thread safety
+ * Safe from any thread; only the calling thread sleeps.
+ */
+MPROC_EXTERN void mproc_sleep(double seconds);
 
 /** @brief What a function running in a child sees: its share list, its name, its result. */
 typedef struct mproc_ctx mproc_ctx;

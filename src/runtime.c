@@ -101,6 +101,13 @@ mproc_start_method mproc__resolve_start(mproc_start_method m) {
 
 int mproc_cpu_count(void) { return mproc__os_cpu_count(); }
 
+long mproc_getpid(void) { return mproc__os_getpid(); }
+
+void mproc_sleep(double seconds) {
+  if (seconds > 0) /* false for NaN too */
+    apr_sleep((apr_interval_time_t)(seconds * 1e6));
+}
+
 int64_t mproc__deadline(double timeout) {
   if (timeout < 0)
     return -1;

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,22 @@ static void test_version(void **state) {
   assert_string_equal(mproc_version_string(), expect);
 }
 
+/* mproc_getpid is the OS's process id; mproc_sleep sleeps at least as long as asked,
+ * and not at all for 0, a negative time or NaN. */
+static void test_getpid_and_sleep(void **state) {
+  double t0;
+  (void)state;
+  assert_int_equal(mproc_getpid(), test_getpid());
+  t0 = now_seconds();
+  mproc_sleep(0.05);
+  assert_true(now_seconds() - t0 >= 0.045);
+  t0 = now_seconds();
+  mproc_sleep(0);
+  mproc_sleep(-1);
+  mproc_sleep(NAN);
+  assert_true(now_seconds() - t0 < 5); /* returned, rather than sleeping for ever */
+}
+
 /* "Number of CPUs usable by this process": the affinity mask, not the machine. */
 #ifdef _WIN32
 static void test_cpu_count(void **state) {
@@ -342,6 +359,7 @@ static const struct CMUnitTest errors_tests[] = {
     T(test_last_error_is_per_thread),
     T(test_version),
     T(test_cpu_count),
+    T(test_getpid_and_sleep),
     T(test_start_method_round_trip),
     T(test_init_again_and_bad_args),
     T(test_ctx_calls_without_ctx),

@@ -277,6 +277,8 @@ static int child_report_pids(mproc_ctx *ctx, const void *arg, size_t len) {
   (void)arg;
   (void)len;
   child_enter();
+  if (mproc_getpid() != test_getpid())
+    return 11;
   return send_fmt(c, "%ld %ld", test_getpid(), test_getppid()) ? 0 : 10;
 }
 
@@ -298,6 +300,7 @@ static void test_pid(void **state) {
   free(s);
   assert_int_equal(child_pid, pid);
   assert_int_equal(child_ppid, test_getpid());
+  assert_int_equal(mproc_getpid(), test_getpid());
   assert_ok(tjoin(p, 30));
   /* The pid stays readable after the exit. */
   assert_int_equal(mproc_process_pid(p), pid);
