@@ -13,7 +13,7 @@
 #   4. mproc           configure with the toolchain file; build the library and the
 #                      Windows layer's tests (win32.*) and run them under wine
 #   5. the suite       build and ctest everything else, spawn only, without `large`
-#                      (pool.spawn only with MPROC_WINDOWS_POOL=1, see below)
+#   6. examples        every example program under wine (the run-examples target)
 #
 # Exit status: 0 when everything passed; 3 when mproc does not configure for Windows
 # because platform/win32 is incomplete (steps 1-3 passed); anything else is a failure.
@@ -75,15 +75,14 @@ ctest --test-dir "$out/mingw-selftest" --output-on-failure --no-tests=error \
 
 # ============================================================================ mproc
 # mproc itself, cross-built. Static: a shared mproc would be libmproc.dll in the build
-# root while the tests run from tests/, and wine would not find it. No examples: some
-# use POSIX calls (lstat) and are not meant for Windows yet.
+# root while the tests run from tests/, and wine would not find it.
 phase "mproc: configure for Windows"
 mproc_build=$out/win64
 configure_log=$out/win64-configure.log
 if ! cmake -S . -B "$mproc_build" \
      -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DMPROC_MINGW_DEPS="$deps" \
      -DCMAKE_BUILD_TYPE=Debug -DBUILD_SHARED_LIBS=OFF -DMPROC_BUILD_BENCH=OFF \
-     -DMPROC_BUILD_EXAMPLES=OFF \
+     -DMPROC_BUILD_TESTS=ON -DMPROC_BUILD_EXAMPLES=ON \
      >"$configure_log" 2>&1; then
   cat "$configure_log"
   # CMakeLists.txt stops on purpose while platform/win32/ has no sources ("has no sources
@@ -114,16 +113,11 @@ ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
 phase "mproc: build the whole suite for Windows"
 cmake --build "$mproc_build" -j "$jobs"
 
-# pool.spawn passes under wine most of the time but now and then hangs (a worker killed
-# from outside is not replaced, test_worker_killed_from_outside), so it runs only on
-# request (MPROC_WINDOWS_POOL=1) until that is fixed; everything else runs every time.
 phase "mproc: the whole suite under wine"
-skip_tests='^win32\.'
-if [ "${MPROC_WINDOWS_POOL:-0}" != 1 ]; then
-  skip_tests='^(win32|pool)\.'
-  echo "windows: pool.spawn is not run (MPROC_WINDOWS_POOL=1 runs it)"
-fi
 ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
-  --timeout "$ctest_timeout" -LE large -E "$skip_tests" -j "$jobs"
+  --timeout "$ctest_timeout" -LE large -E '^win32\.' -j "$jobs"
+# The examples, each with the default start method (spawn here) and with `spawn`.
+phase "mproc: the examples under wine"
+cmake --build "$mproc_build" --target run-examples
 
 phase "windows lane passed"
