@@ -57,6 +57,10 @@ extern const mproc_start_method test_methods[];
 extern const size_t test_nmethods;
 const char *method_name(mproc_start_method m);
 
+/* The exit status of a test binary with nothing to run here (--start=fork on Windows):
+ * ctest's SKIP_RETURN_CODE, so that it is reported as skipped. */
+#define TEST_SKIPPED 77
+
 /* The start method given with --start= (MPROC_START_DEFAULT when none was). */
 extern mproc_start_method test_start_method;
 /* main()'s arguments after mproc_init() and the runner's options. */
