@@ -108,9 +108,14 @@ class MprocConan(ConanFile):
             # include/mproc/export.h: without it a consumer on Windows would look for
             # __declspec(dllimport) symbols; CMakeLists.txt and mproc.pc set it too.
             self.cpp_info.defines = ["MPROC_STATIC"]
-        if self.settings.os in ("Linux", "FreeBSD"):
+        if self.settings.os == "Linux":
             # Threads::Threads and CMAKE_DL_LIBS in CMakeLists.txt; librt for shm_open
             # on glibc older than 2.34 (an empty stub library on newer ones).
             self.cpp_info.system_libs = ["pthread", "dl", "rt"]
+        elif self.settings.os == "FreeBSD":
+            # dlopen and dladdr are in FreeBSD's libc (CMAKE_DL_LIBS is empty there).
+            self.cpp_info.system_libs = ["pthread", "rt"]
         elif self.settings.os == "Windows":
-            self.cpp_info.system_libs = ["ws2_32"]
+            # WaitOnAddress (CMakeLists.txt's _mproc_system_libs); APR's own system
+            # libraries come with the apr package.
+            self.cpp_info.system_libs = ["synchronization"]
