@@ -12,7 +12,8 @@
 #                      under wine
 #   4. mproc           configure with the toolchain file; build the library and the
 #                      Windows layer's tests (win32.*) and run them under wine
-#   5. the suite       build and ctest everything else, spawn only, without `large`
+#   5. the suite       build and ctest everything else (fork runs report themselves
+#                      skipped: Windows has no fork), then the `large` tests one at a time
 #   6. examples        every example program under wine (the run-examples target)
 #
 # Exit status: 0 when everything passed; 3 when mproc does not configure for Windows
@@ -107,15 +108,18 @@ phase "mproc: win32 tests under wine"
 ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
   --timeout "$ctest_timeout" -R '^win32\.' -j "$jobs"
 
-# The whole suite, spawn start method only (Windows has no fork; tests/CMakeLists.txt
-# registers only the .spawn variants there). The `large` tests (messages of more than
-# 4 GiB, about 9 GiB of memory each) run in the Linux lanes only, for time.
+# The whole suite. Windows has no fork: the .fork runs exit with the skip code and ctest
+# lists them as skipped. The `large` tests (messages of more than 4 GiB, about 9 GiB of
+# memory each; about 5 minutes together under wine) run after the rest, one at a time.
 phase "mproc: build the whole suite for Windows"
 cmake --build "$mproc_build" -j "$jobs"
 
 phase "mproc: the whole suite under wine"
 ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
   --timeout "$ctest_timeout" -LE large -E '^win32\.' -j "$jobs"
+phase "mproc: the large tests under wine"
+ctest --test-dir "$mproc_build" --output-on-failure --no-tests=error \
+  --timeout 1800 -L large -j 1
 # The examples, each with the default start method (spawn here) and with `spawn`.
 phase "mproc: the examples under wine"
 cmake --build "$mproc_build" --target run-examples
