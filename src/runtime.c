@@ -5,6 +5,9 @@
 #include <apr_atomic.h>
 #include <apr_general.h>
 #include <apr_time.h>
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <immintrin.h> /* _mm_pause */
+#endif
 
 #include "internal.h"
 
@@ -125,6 +128,8 @@ double mproc__remaining(int64_t deadline) {
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
+#elif defined(_M_X64) || defined(_M_IX86)
+  _mm_pause();
 #elif defined(__aarch64__)
   __asm__ __volatile__("yield");
 #endif

@@ -159,7 +159,7 @@ static int map_whole(HANDLE h, const char *name, DWORD access, void **view,
                  : NULL;
   if (*trailer == NULL) {
     /* No trailer: the region's own size stands in for it, in the field read below. */
-    static _Thread_local shm_trailer none;
+    static MPROC__THREAD_LOCAL shm_trailer none;
     none.magic = 0;
     none.size = mbi.RegionSize;
     none.unlinked = 0;
