@@ -27,6 +27,35 @@ mproc_start_method test_start_method = MPROC_START_DEFAULT;
 int test_argc;
 char **test_argv;
 
+/* ------------------------------------------------------------- atomics */
+
+#ifdef _MSC_VER
+#include <intrin.h>
+/* int and long are both 32 bits there. */
+int test_load(const int *p) { return (int)_InterlockedOr((volatile long *)p, 0); }
+void test_store(int *p, int v) { _InterlockedExchange((volatile long *)p, v); }
+int test_add(int *p, int v) { return (int)_InterlockedExchangeAdd((volatile long *)p, v) + v; }
+long test_load_long(const long *p) { return _InterlockedOr((volatile long *)p, 0); }
+void test_store_long(long *p, long v) { _InterlockedExchange((volatile long *)p, v); }
+bool test_cas_long(long *p, long *expected, long desired) {
+  long seen = _InterlockedCompareExchange((volatile long *)p, desired, *expected);
+  if (seen == *expected)
+    return true;
+  *expected = seen;
+  return false;
+}
+#else
+int test_load(const int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+void test_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+int test_add(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
+long test_load_long(const long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+void test_store_long(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+bool test_cas_long(long *p, long *expected, long desired) {
+  return __atomic_compare_exchange_n(p, expected, desired, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST);
+}
+#endif
+
 /* ---------------------------------------------------------------- data */
 
 /* Byte i of the pattern is byte i % 8 of splitmix64(i / 8 + seed): it never repeats, so

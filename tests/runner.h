@@ -18,6 +18,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include <cmocka.h>
 
@@ -153,6 +156,35 @@ bool raise_nofile(size_t need);
 void sleep_seconds(double s);
 /* Seconds on a monotonic clock. */
 double now_seconds(void);
+/* Lets other threads and processes run (sched_yield, SwitchToThread). */
+void test_yield(void);
+
+/* Sequentially consistent atomics on plain ints and longs, for counters that threads
+ * or processes (in shared memory) update at once: GCC's builtins, or Interlocked*
+ * with MSVC. test_add returns the new value; test_cas_long stores desired when *p is
+ * *expected, and otherwise puts *p into *expected. */
+int test_load(const int *p);
+void test_store(int *p, int v);
+int test_add(int *p, int v);
+long test_load_long(const long *p);
+void test_store_long(long *p, long v);
+bool test_cas_long(long *p, long *expected, long desired);
+
+/* A thread of the test program: pthreads on POSIX, the Windows API on Windows (where
+ * MSVC has no pthreads). The struct must stay in place until joined. */
+typedef struct test_thread {
+#ifdef _WIN32
+  void *handle;
+  void *(*fn)(void *);
+  void *arg, *ret;
+#else
+  pthread_t th;
+#endif
+} test_thread;
+/* 0 when started. */
+int test_thread_start(test_thread *t, void *(*fn)(void *), void *arg);
+/* Waits for it; its return value in *ret when ret is not NULL. 0 when joined. */
+int test_thread_join(test_thread *t, void **ret);
 
 /* Resets the signal handlers cmocka installs (SIGSEGV, ...) to the default, so that a
  * forked child neither returns into the runner nor hides its crash. */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -43,6 +44,14 @@ bool wait_asleep(long pid, double seconds) {
   }
   return proc_state(pid) == 'S';
 }
+
+void test_yield(void) { sched_yield(); }
+
+int test_thread_start(test_thread *t, void *(*fn)(void *), void *arg) {
+  return pthread_create(&t->th, NULL, fn, arg);
+}
+
+int test_thread_join(test_thread *t, void **ret) { return pthread_join(t->th, ret); }
 
 double now_seconds(void) {
   struct timespec t;

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <io.h>
+#include <process.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,32 @@ bool wait_asleep(long pid, double seconds) {
 }
 
 void sleep_seconds(double s) { Sleep(s <= 0 ? 0 : (DWORD)(s * 1000 + 0.5)); }
+
+void test_yield(void) { SwitchToThread(); }
+
+static unsigned __stdcall thread_main(void *arg) {
+  test_thread *t = arg;
+  t->ret = t->fn(t->arg);
+  return 0;
+}
+
+int test_thread_start(test_thread *t, void *(*fn)(void *), void *arg) {
+  t->fn = fn;
+  t->arg = arg;
+  t->ret = NULL;
+  t->handle = (void *)_beginthreadex(NULL, 0, thread_main, t, 0, NULL);
+  return t->handle != NULL ? 0 : -1;
+}
+
+int test_thread_join(test_thread *t, void **ret) {
+  if (WaitForSingleObject(t->handle, INFINITE) != WAIT_OBJECT_0)
+    return -1;
+  CloseHandle(t->handle);
+  t->handle = NULL;
+  if (ret != NULL)
+    *ret = t->ret;
+  return 0;
+}
 
 double now_seconds(void) {
   LARGE_INTEGER f, c;

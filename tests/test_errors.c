@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,14 +174,14 @@ static void *thread_fails(void *arg) {
 }
 
 static void test_last_error_is_per_thread(void **state) {
-  pthread_t th;
+  test_thread th;
   thread_result t;
   (void)state;
 
   memset(&t, 0, sizeof t);
   assert_mproc(mproc_conn_send(NULL, "x", 1), MPROC_EINVAL);
-  assert_int_equal(pthread_create(&th, NULL, thread_fails, &t), 0);
-  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(test_thread_start(&th, thread_fails, &t), 0);
+  assert_int_equal(test_thread_join(&th, NULL), 0);
   /* A fresh thread has no failure yet: "" if none. */
   assert_string_equal(t.before, "");
   assert_int_equal(t.code, MPROC_EINVAL);

@@ -2,12 +2,10 @@
  * method (--start=fork or --start=spawn). --large runs only the > 4 GiB messages. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "runner.h"
 
@@ -34,7 +32,7 @@ static void frame_header(unsigned char h[FRAME_HEADER], uint64_t len) {
 /* A message of more than a pipe buffer blocks its sender until it is read, so in one
  * process big messages are sent from a thread. */
 typedef struct sender {
-  pthread_t th;
+  test_thread th;
   mproc_conn *c;
   const void *data;
   size_t len;
@@ -52,11 +50,11 @@ static void send_async(sender *s, mproc_conn *c, const void *data, size_t len) {
   s->data = data;
   s->len = len;
   s->r = 1;
-  assert_int_equal(pthread_create(&s->th, NULL, sender_main, s), 0);
+  assert_int_equal(test_thread_start(&s->th, sender_main, s), 0);
 }
 
 static int send_wait(sender *s) {
-  assert_int_equal(pthread_join(s->th, NULL), 0);
+  assert_int_equal(test_thread_join(&s->th, NULL), 0);
   return s->r;
 }
 

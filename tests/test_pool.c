@@ -12,7 +12,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,37 +35,30 @@ typedef struct board {
   long init_pids[MAX_PIDS]; /* the pid of each initializer run, one entry per run */
 } board;
 
-static int iload(const int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-static long lload(const long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-static int iadd(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
-static void istore(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
-
 /* Adds pid to a table of distinct pids (lock-free, several processes at once). */
 static void pid_insert(long *tab, long pid) {
   for (size_t i = 0; i < MAX_PIDS; i++) {
     long expected = 0;
-    if (lload(&tab[i]) == pid)
+    if (test_load_long(&tab[i]) == pid)
       return;
-    if (__atomic_compare_exchange_n(&tab[i], &expected, pid, false, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_SEQ_CST) ||
-        expected == pid)
+    if (test_cas_long(&tab[i], &expected, pid) || expected == pid)
       return;
   }
 }
 
 static size_t pid_count(const long *tab) {
   size_t n = 0;
-  while (n < MAX_PIDS && lload(&tab[n]) != 0)
+  while (n < MAX_PIDS && test_load_long(&tab[n]) != 0)
     n++;
   return n;
 }
 
 /* Polls *p until it reaches want, for up to seconds; returns the last value seen. */
 static int wait_int(const int *p, int want, double seconds) {
-  int v = iload(p);
+  int v = test_load(p);
   for (double t = 0; v < want && t < seconds; t += 0.005) {
     sleep_seconds(0.005);
-    v = iload(p);
+    v = test_load(p);
   }
   return v;
 }
@@ -184,7 +176,7 @@ static int task_count_square(mproc_ctx *ctx, const void *arg, size_t len) {
   task_enter();
   if (b == NULL)
     return mproc_fail(ctx, "no board");
-  iadd(&b->finished, 1);
+  test_add(&b->finished, 1);
   return task_square(ctx, arg, len);
 }
 
@@ -278,10 +270,10 @@ static int task_wait_release(mproc_ctx *ctx, const void *arg, size_t len) {
   if (b == NULL)
     return mproc_fail(ctx, "no board");
   pid_insert(b->pids, test_getpid());
-  iadd(&b->started, 1);
+  test_add(&b->started, 1);
   if (wait_int(&b->release, 1, 60) < 1)
     return mproc_fail(ctx, "never released");
-  iadd(&b->finished, 1);
+  test_add(&b->finished, 1);
   return return_pid(ctx);
 }
 
@@ -296,9 +288,9 @@ static int task_barrier(mproc_ctx *ctx, const void *arg, size_t len) {
   if (b == NULL)
     return mproc_fail(ctx, "no board");
   pid_insert(b->pids, test_getpid());
-  iadd(&b->started, 1);
+  test_add(&b->started, 1);
   if (wait_int(&b->started, n, 15) < n)
-    return mproc_fail(ctx, "only %d of %d tasks ran at once", iload(&b->started), (int)n);
+    return mproc_fail(ctx, "only %d of %d tasks ran at once", test_load(&b->started), (int)n);
   return return_pid(ctx);
 }
 
@@ -310,7 +302,7 @@ static int task_slowish(mproc_ctx *ctx, const void *arg, size_t len) {
     return mproc_fail(ctx, "no board");
   pid_insert(b->pids, test_getpid());
   sleep_seconds(0.0002);
-  iadd(&b->finished, 1);
+  test_add(&b->finished, 1);
   return mproc_return(ctx, arg, len);
 }
 
@@ -440,9 +432,9 @@ static int task_init(mproc_ctx *ctx, const void *arg, size_t len) {
     return mproc_fail(ctx, "initializer: no board");
   if (len != strlen(INITARG) || memcmp(arg, INITARG, len) != 0)
     return mproc_fail(ctx, "initializer: wrong initarg (%zu bytes)", len);
-  k = iadd(&b->init_runs, 1) - 1;
+  k = test_add(&b->init_runs, 1) - 1;
   if (k >= 0 && k < MAX_PIDS)
-    __atomic_store_n(&b->init_pids[k], test_getpid(), __ATOMIC_SEQ_CST);
+    test_store_long(&b->init_pids[k], test_getpid());
   return 0;
 }
 
@@ -452,7 +444,7 @@ static int task_init_fail(mproc_ctx *ctx, const void *arg, size_t len) {
   (void)len;
   task_enter();
   if (b != NULL)
-    iadd(&b->init_runs, 1);
+    test_add(&b->init_runs, 1);
   return mproc_fail(ctx, "the initializer refuses to start");
 }
 
@@ -622,7 +614,7 @@ static void log_call(cb_log *l, mproc_result *r, int *counter) {
   l->successful = mproc_result_successful(r);
   l->get_rc = mproc_result_get(r, 0, &l->data, &l->len);
   snprintf(l->message, sizeof l->message, "%s", mproc_result_message(r));
-  iadd(counter, 1);
+  test_add(counter, 1);
 }
 
 static void on_success(void *user, mproc_result *r) {
@@ -792,13 +784,13 @@ static void test_processes_zero_is_cpu_count(void **state) {
     assert_ok(mproc_pool_apply_async(p, task_wait_release, NULL, 0, NULL, &r[i]));
   assert_int_equal(wait_int(&b->started, ncpu, 30), ncpu);
   sleep_seconds(0.3);
-  assert_int_equal(iload(&b->started), ncpu);
-  istore(&b->release, 1);
+  assert_int_equal(test_load(&b->started), ncpu);
+  test_store(&b->release, 1);
   for (int i = 0; i <= ncpu; i++) {
     (void)result_i64(r[i]);
     mproc_result_free(r[i]);
   }
-  assert_int_equal(iload(&b->started), ncpu + 1);
+  assert_int_equal(test_load(&b->started), ncpu + 1);
   free(r);
   free_pool(p);
   free_board(m);
@@ -826,7 +818,7 @@ static void test_blocking_tasks_spread_over_workers(void **state) {
   for (int i = 0; i < N; i++)
     assert_ok(mproc_pool_apply_async(p, task_wait_release, NULL, 0, NULL, &r[i]));
   started = wait_int(&b->started, 2, 15);
-  istore(&b->release, 1);
+  test_store(&b->release, 1);
   for (int i = 0; i < N; i++) {
     (void)result_i64(r[i]);
     mproc_result_free(r[i]);
@@ -978,7 +970,7 @@ static void test_apply_async_states(void **state) {
   assert_false(mproc_result_ready(r));
   assert_mproc(mproc_result_successful(r), MPROC_ESTATE);
 
-  istore(&b->release, 1);
+  test_store(&b->release, 1);
   assert_ok(mproc_result_wait(r, 60));
   assert_true(mproc_result_ready(r));
   assert_int_equal(mproc_result_successful(r), 1);
@@ -1026,7 +1018,7 @@ static void test_lone_apply_handoffs(void **state) {
   assert_ok(mproc_pool_apply_async(p, task_wait_release, NULL, 0, NULL, &r));
   assert_int_equal(wait_int(&b->started, 1, 30), 1);
   assert_mproc(mproc_result_wait(r, 0.02), MPROC_ETIMEDOUT);
-  istore(&b->release, 1);
+  test_store(&b->release, 1);
   for (int i = 0; i < 6000 && !mproc_result_ready(r); i++)
     sleep_seconds(0.01);
   assert_true(mproc_result_ready(r));
@@ -1079,12 +1071,12 @@ static void test_callbacks_once(void **state) {
   assert_ok(mproc_pool_join(p));
 
   /* Exactly once, and only the right one. */
-  assert_int_equal(iload(&ok_log.calls), 1);
-  assert_int_equal(iload(&ok_log.error_calls), 0);
-  assert_int_equal(iload(&bad_log.calls), 0);
-  assert_int_equal(iload(&bad_log.error_calls), 1);
-  assert_int_equal(iload(&map_log.calls), 1);
-  assert_int_equal(iload(&map_log.error_calls), 0);
+  assert_int_equal(test_load(&ok_log.calls), 1);
+  assert_int_equal(test_load(&ok_log.error_calls), 0);
+  assert_int_equal(test_load(&bad_log.calls), 0);
+  assert_int_equal(test_load(&bad_log.error_calls), 1);
+  assert_int_equal(test_load(&map_log.calls), 1);
+  assert_int_equal(test_load(&map_log.error_calls), 0);
 
   assert_ptr_equal(ok_log.user, &ok_log);
   assert_ptr_equal(ok_log.r, ok_r);
@@ -1154,8 +1146,8 @@ static void on_outer(void *user, mproc_result *r) {
   l->map_rc = mproc_pool_map(l->pool, task_square, in, 2, sizeof *in, res, sizeof *res, 1);
   l->wait_rc = mproc_result_wait(r, 1);
   l->async_rc = mproc_pool_apply_async(l->pool, task_square, &v, sizeof v, &cb, &n);
-  __atomic_store_n(&l->nested, n, __ATOMIC_SEQ_CST);
-  iadd(&l->outer_calls, 1);
+  l->nested = n; /* published by the atomic add below */
+  test_add(&l->outer_calls, 1);
 }
 
 static void test_callback_submits_and_blocking_is_estate(void **state) {
@@ -1179,7 +1171,7 @@ static void test_callback_submits_and_blocking_is_estate(void **state) {
   assert_int_equal(l.map_rc, MPROC_ESTATE);
   assert_int_equal(l.wait_rc, MPROC_ESTATE);
   assert_int_equal(l.async_rc, 0);
-  n = __atomic_load_n(&l.nested, __ATOMIC_SEQ_CST);
+  n = l.nested; /* written before outer_calls, which wait_int read */
   assert_non_null(n);
   /* The nested task completes: the pool's thread was not blocked. */
   assert_int_equal(result_i64(n), 122);
@@ -1214,20 +1206,20 @@ static void test_map_chunksizes(void **state) {
   for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
     for (int i = 0; i < N; i++)
       out[i] = -1;
-    istore(&b->finished, 0);
+    test_store(&b->finished, 0);
     assert_ok(mproc_pool_map(p, task_count_square, in, N, sizeof *in, out, sizeof *out,
                              chunks[c]));
     for (int i = 0; i < N; i++)
       if (out[i] != square_of(i))
         fail_msg("chunksize %zu: out[%d] is %" PRId64 ", expected %" PRId64, chunks[c], i,
                  out[i], square_of(i));
-    assert_int_equal(iload(&b->finished), N);
+    assert_int_equal(test_load(&b->finished), N);
   }
 
   /* out_size 0: results discarded (out may be NULL), every task still ran. */
-  istore(&b->finished, 0);
+  test_store(&b->finished, 0);
   assert_ok(mproc_pool_map(p, task_count_square, in, N, sizeof *in, NULL, 0, 0));
-  assert_int_equal(iload(&b->finished), N);
+  assert_int_equal(test_load(&b->finished), N);
 
   free(in);
   free(out);
@@ -1527,9 +1519,9 @@ static void test_iter_free_midway(void **state) {
   assert_ok(mproc_pool_close(p));
   assert_ok(mproc_pool_join(p));
   /* Most of the input was never run. */
-  if (iload(&b->finished) >= N / 10)
+  if (test_load(&b->finished) >= N / 10)
     fail_msg("%d of %d items ran after the iterator was freed at item 20",
-             iload(&b->finished), N);
+             test_load(&b->finished), N);
   free(in);
   free_pool(p);
   free_board(m);
@@ -1854,9 +1846,9 @@ static void test_task_timeout(void **state) {
   assert_mproc(mproc_result_get(r, 60, NULL, NULL), MPROC_ETIMEDOUT);
   assert_mentions(mproc_result_message(r), "task_timeout");
   mproc_result_free(r);
-  pid = lload(&b->pids[0]);
+  pid = test_load_long(&b->pids[0]);
   assert_true(pid > 0);
-  assert_int_equal(iload(&b->finished), 0);
+  assert_int_equal(test_load(&b->finished), 0);
   assert_true(wait_pid_gone(pid, 10));
   /* Later (quick) tasks succeed, on another worker. */
   for (int i = 0; i < 5; i++) {
@@ -1914,7 +1906,7 @@ static void test_cancel_map(void **state) {
   for (size_t i = 0; i < nrunning; i++)
     if (!wait_pid_gone(running[i], 10))
       fail_msg("worker %ld, running a cancelled item, was not stopped", running[i]);
-  assert_int_equal(iload(&b->finished), 0);
+  assert_int_equal(test_load(&b->finished), 0);
 
   /* The other job, and new ones, run. */
   assert_int_equal(result_i64(other), 145);
@@ -1971,7 +1963,7 @@ static void test_maxtasksperchild_and_initializer(void **state) {
 
   assert_ok(mproc_pool_close(p));
   assert_ok(mproc_pool_join(p));
-  runs = iload(&b->init_runs);
+  runs = test_load(&b->init_runs);
   assert_true(runs >= (int)distinct);
   assert_true(runs <= MAX_PIDS);
   /* Once per worker: no pid ran it twice ... */
@@ -2036,13 +2028,13 @@ static void test_initializer_fails(void **state) {
 
   /* No loop: the initializer ran in the first workers only. */
   sleep_seconds(0.5);
-  rc = iload(&b->init_runs);
+  rc = test_load(&b->init_runs);
   assert_true(rc >= 1);
   if (rc > o.processes)
     fail_msg("the failing initializer ran %d times in a pool of %d", rc, o.processes);
   assert_ok(mproc_pool_close(p));
   assert_ok(mproc_pool_join(p));
-  assert_true(iload(&b->init_runs) <= o.processes);
+  assert_true(test_load(&b->init_runs) <= o.processes);
   free_pool(p);
   free_board(m);
   assert_no_children(10);
@@ -2098,7 +2090,7 @@ static void *join_pool(void *p) {
 static void test_join_from_two_threads(void **state) {
   mproc_pool_opts o = {0};
   mproc_pool *p;
-  pthread_t t[2];
+  test_thread t[2];
   void *rc[2];
   (void)state;
   o.processes = 2;
@@ -2106,9 +2098,9 @@ static void test_join_from_two_threads(void **state) {
   assert_true(apply_i64(p, task_getpid, NULL, 0) > 0);
   assert_ok(mproc_pool_close(p));
   for (int i = 0; i < 2; i++)
-    assert_int_equal(pthread_create(&t[i], NULL, join_pool, p), 0);
+    assert_int_equal(test_thread_start(&t[i], join_pool, p), 0);
   for (int i = 0; i < 2; i++) {
-    assert_int_equal(pthread_join(t[i], &rc[i]), 0);
+    assert_int_equal(test_thread_join(&t[i], &rc[i]), 0);
     assert_int_equal((intptr_t)rc[i], 0);
   }
   assert_ok(mproc_pool_join(p)); /* and again, at once */
@@ -2156,7 +2148,7 @@ static void test_close_join(void **state) {
 
   /* join waits for every task submitted before close. */
   assert_ok(mproc_pool_join(p));
-  assert_int_equal(iload(&b->finished), N);
+  assert_int_equal(test_load(&b->finished), N);
   for (int i = 0; i < N; i++) {
     const void *data;
     size_t dlen;
@@ -2208,7 +2200,7 @@ static void test_terminate_large_map(void **state) {
   assert_true(mproc_result_ready(r));
   assert_mproc(mproc_result_get(r, 0, NULL, NULL), MPROC_ECANCELED);
   assert_int_equal(mproc_result_successful(r), 0);
-  if (iload(&b->finished) >= N)
+  if (test_load(&b->finished) >= N)
     fail_msg("the whole map ran: terminate did not stop it");
   /* Submitting after terminate. */
   {
@@ -2262,7 +2254,7 @@ static void test_free_running_pool(void **state) {
     assert_mproc(mproc_result_get(r[i], 0, NULL, NULL), MPROC_ECANCELED);
     mproc_result_free(r[i]);
   }
-  assert_int_equal(iload(&b->finished), 0);
+  assert_int_equal(test_load(&b->finished), 0);
   free_board(m);
   assert_no_children(10);
   mproc_pool_free(NULL);
@@ -2273,7 +2265,7 @@ static int hammer_stop;
 static void *hammer(void *arg) {
   unsigned seed = (unsigned)(uintptr_t)arg;
   size_t rounds = 0;
-  while (!iload(&hammer_stop)) {
+  while (!test_load(&hammer_stop)) {
     void *blocks[16];
     for (int i = 0; i < 16; i++) {
       size_t n;
@@ -2297,14 +2289,14 @@ static void *hammer(void *arg) {
 static void test_replacements_while_threads_allocate(void **state) {
   mproc_pool_opts o = {0};
   mproc_pool *p;
-  pthread_t t[2];
+  test_thread t[2];
   int32_t v = 3;
   (void)state;
   o.processes = 2;
   p = make_pool(&o);
-  istore(&hammer_stop, 0);
+  test_store(&hammer_stop, 0);
   for (int i = 0; i < 2; i++)
-    assert_int_equal(pthread_create(&t[i], NULL, hammer, (void *)(uintptr_t)(i + 1)), 0);
+    assert_int_equal(test_thread_start(&t[i], hammer, (void *)(uintptr_t)(i + 1)), 0);
 
   for (int i = 0; i < 20; i++) {
     mproc_result *r;
@@ -2313,9 +2305,9 @@ static void test_replacements_while_threads_allocate(void **state) {
     rc = mproc_result_get(r, 60, NULL, NULL);
     mproc_result_free(r);
     if (rc != MPROC_EWORKER) {
-      istore(&hammer_stop, 1);
+      test_store(&hammer_stop, 1);
       for (int k = 0; k < 2; k++)
-        pthread_join(t[k], NULL);
+        test_thread_join(&t[k], NULL);
       fail_msg("crash %d: %s (%s), expected MPROC_EWORKER", i, mproc_err_name(rc),
                mproc_last_error());
     }
@@ -2329,18 +2321,18 @@ static void test_replacements_while_threads_allocate(void **state) {
     assert_ok(mproc_pool_apply_async(p, task_square, &v, sizeof v, NULL, &r));
     rc = mproc_result_get(r, 60, &data, &len);
     if (rc != 0 || len != sizeof(int64_t)) {
-      istore(&hammer_stop, 1);
+      test_store(&hammer_stop, 1);
       for (int k = 0; k < 2; k++)
-        pthread_join(t[k], NULL);
+        test_thread_join(&t[k], NULL);
       fail_msg("task %d after the crashes: %s (%s)", i, mproc_err_name(rc), mproc_last_error());
     }
     assert_int_equal(get_i64(data, len), 10);
     mproc_result_free(r);
   }
-  istore(&hammer_stop, 1);
+  test_store(&hammer_stop, 1);
   for (int i = 0; i < 2; i++) {
     void *rounds;
-    assert_int_equal(pthread_join(t[i], &rounds), 0);
+    assert_int_equal(test_thread_join(&t[i], &rounds), 0);
     assert_true((uintptr_t)rounds > 0);
   }
   free_pool(p);

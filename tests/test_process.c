@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -692,15 +691,15 @@ static void *start_from_thread(void *arg) {
  * ends it (Linux's PR_SET_PDEATHSIG fires when the creating thread exits). */
 static void test_child_outlives_starting_thread(void **state) {
   mproc_conn *a, *b;
-  pthread_t th;
+  test_thread th;
   thread_start t;
   char *s;
   (void)state;
   memset(&t, 0, sizeof t);
   make_pipe(&a, &b, true);
   t.share[0] = b;
-  assert_int_equal(pthread_create(&th, NULL, start_from_thread, &t), 0);
-  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(test_thread_start(&th, start_from_thread, &t), 0);
+  assert_int_equal(test_thread_join(&th, NULL), 0);
   assert_ok(t.r);
   tstart_adopt(t.p);
   mproc_conn_free(b);

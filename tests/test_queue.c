@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +73,7 @@ static void get_expect_str(mproc_queue *q, const char *s, double timeout) {
 /* A message larger than the ring cannot be put in one process without a consumer, so
  * such puts run on a thread while the test's thread gets. */
 typedef struct qputter {
-  pthread_t th;
+  test_thread th;
   mproc_queue *q;
   const void *const *msgs;
   const size_t *lens;
@@ -100,11 +99,11 @@ static void put_async(qputter *p, mproc_queue *q, const void *const *msgs, const
   p->n = n;
   p->timeout = 60;
   p->r = 1;
-  assert_int_equal(pthread_create(&p->th, NULL, qputter_main, p), 0);
+  assert_int_equal(test_thread_start(&p->th, qputter_main, p), 0);
 }
 
 static int put_wait(qputter *p) {
-  assert_int_equal(pthread_join(p->th, NULL), 0);
+  assert_int_equal(test_thread_join(&p->th, NULL), 0);
   return p->r;
 }
 
@@ -143,8 +142,15 @@ static uint64_t rng_range(uint64_t *s, uint64_t lo, uint64_t hi) {
 }
 
 /* Log-uniform in [lo, hi] (lo >= 1): as many small messages as large ones. */
+static unsigned top_bit(uint64_t x) {
+  unsigned b = 0;
+  while (x >>= 1)
+    b++;
+  return b;
+}
+
 static uint64_t rng_size(uint64_t *s, uint64_t lo, uint64_t hi) {
-  unsigned blo = 63u - (unsigned)__builtin_clzll(lo), bhi = 63u - (unsigned)__builtin_clzll(hi);
+  unsigned blo = top_bit(lo), bhi = top_bit(hi);
   unsigned b = (unsigned)rng_range(s, blo, bhi);
   uint64_t a = (uint64_t)1 << b, z = b == 63 ? UINT64_MAX : ((uint64_t)1 << (b + 1)) - 1;
   if (a < lo)

@@ -5,9 +5,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
-#include <sched.h>
-#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,14 +93,13 @@ static void *scratch(mproc_shm **m, size_t size) {
   return buf;
 }
 
-static int load_int(const int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 
 /* Polls *p until it reaches want, for up to seconds; returns the last value seen. */
 static int wait_int(const int *p, int want, double seconds) {
-  int v = load_int(p);
+  int v = test_load(p);
   for (double t = 0; v < want && t < seconds; t += 0.005) {
     sleep_seconds(0.005);
-    v = load_int(p);
+    v = test_load(p);
   }
   return v;
 }
@@ -409,9 +405,9 @@ static void *try_thread_main(void *arg) {
  * by someone else. */
 static void check_held_by_other_thread(mproc_lock *l) {
   try_thread t = {l, 1, 1, 1};
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, try_thread_main, &t), 0);
-  assert_int_equal(pthread_join(th, NULL), 0);
+  test_thread th;
+  assert_int_equal(test_thread_start(&th, try_thread_main, &t), 0);
+  assert_int_equal(test_thread_join(&th, NULL), 0);
   assert_mproc(t.r_try, MPROC_ETIMEDOUT);
   assert_mproc(t.r_timed, MPROC_ETIMEDOUT);
   assert_mproc(t.r_release, MPROC_ESTATE);
@@ -420,16 +416,15 @@ static void check_held_by_other_thread(mproc_lock *l) {
 /* A thread that holds a lock until told to let it go. */
 typedef struct holder_thread {
   mproc_lock *l;
-  sem_t held, go;
+  mproc_event *held, *go; /* this thread -> the test, and back */
   int r_acquire, r_release;
 } holder_thread;
 
 static void *holder_thread_main(void *arg) {
   holder_thread *h = arg;
   h->r_acquire = mproc_lock_acquire(h->l, 10);
-  sem_post(&h->held);
-  while (sem_wait(&h->go) != 0)
-    ;
+  mproc_event_set(h->held);
+  mproc_event_wait(h->go, MPROC_FOREVER);
   h->r_release = mproc_lock_release(h->l);
   return NULL;
 }
@@ -437,7 +432,7 @@ static void *holder_thread_main(void *arg) {
 static void test_lock_other_thread(void **state) {
   mproc_lock *l;
   holder_thread h;
-  pthread_t th;
+  test_thread th;
   (void)state;
   assert_ok(mproc_lock_create(&l, false));
 
@@ -450,24 +445,23 @@ static void test_lock_other_thread(void **state) {
   memset(&h, 0, sizeof h);
   h.l = l;
   h.r_acquire = h.r_release = 1;
-  assert_int_equal(sem_init(&h.held, 0, 0), 0);
-  assert_int_equal(sem_init(&h.go, 0, 0), 0);
-  assert_int_equal(pthread_create(&th, NULL, holder_thread_main, &h), 0);
-  while (sem_wait(&h.held) != 0)
-    ;
+  assert_ok(mproc_event_create(&h.held));
+  assert_ok(mproc_event_create(&h.go));
+  assert_int_equal(test_thread_start(&th, holder_thread_main, &h), 0);
+  assert_ok(mproc_event_wait(h.held, MPROC_FOREVER));
   {
     int r_rel = mproc_lock_release(l), r_try = mproc_lock_acquire(l, 0),
         r_timed = mproc_lock_acquire(l, 0.1);
-    sem_post(&h.go);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_ok(mproc_event_set(h.go));
+    assert_int_equal(test_thread_join(&th, NULL), 0);
     assert_mproc(h.r_acquire, 0);
     assert_mproc(r_rel, MPROC_ESTATE);
     assert_mproc(r_try, MPROC_ETIMEDOUT);
     assert_mproc(r_timed, MPROC_ETIMEDOUT);
     assert_mproc(h.r_release, 0);
   }
-  sem_destroy(&h.held);
-  sem_destroy(&h.go);
+  mproc_event_free(h.held);
+  mproc_event_free(h.go);
   /* Free again. */
   assert_ok(mproc_lock_acquire(l, 0));
   assert_ok(mproc_lock_release(l));
@@ -528,9 +522,9 @@ typedef struct count_area {
 } count_area;
 
 static void start_barrier(count_area *a) {
-  __atomic_add_fetch(&a->started, 1, __ATOMIC_SEQ_CST);
-  while (load_int(&a->go) == 0)
-    sched_yield();
+  test_add(&a->started, 1);
+  while (test_load(&a->go) == 0)
+    test_yield();
 }
 
 static int count_under_lock(mproc_lock *l, count_area *a) {
@@ -539,7 +533,7 @@ static int count_under_lock(mproc_lock *l, count_area *a) {
     CEXPECT(mproc_lock_acquire(l, MPROC_FOREVER), 0);
     v = a->count;
     if (i % 32 == 0)
-      sched_yield(); /* let the others run into the lock */
+      test_yield(); /* let the others run into the lock */
     a->count = v + 1;
     CEXPECT(mproc_lock_release(l), 0);
   }
@@ -572,7 +566,7 @@ static void test_lock_mutual_exclusion_processes(void **state) {
     p[i] = start(child_count, NULL, 0, share, 2);
   /* All at the start line, then all at once. */
   assert_int_equal(wait_int(&a->started, COUNT_CHILDREN, 30), COUNT_CHILDREN);
-  __atomic_store_n(&a->go, 1, __ATOMIC_SEQ_CST);
+  test_store(&a->go, 1);
   for (int i = 0; i < COUNT_CHILDREN; i++)
     join_ok(p[i], "a counting child");
   assert_int_equal(a->count, (long)COUNT_CHILDREN * COUNT_ITERS);
@@ -603,7 +597,7 @@ static void test_lock_mutual_exclusion_threads(void **state) {
   mproc_lock *l;
   count_area a;
   count_thread t[N];
-  pthread_t th[N];
+  test_thread th[N];
   (void)state;
   memset(&a, 0, sizeof a);
   assert_ok(mproc_lock_create(&l, false));
@@ -611,12 +605,12 @@ static void test_lock_mutual_exclusion_threads(void **state) {
     t[i].l = l;
     t[i].a = &a;
     t[i].r = -1;
-    assert_int_equal(pthread_create(&th[i], NULL, count_thread_main, &t[i]), 0);
+    assert_int_equal(test_thread_start(&th[i], count_thread_main, &t[i]), 0);
   }
   wait_int(&a.started, N, 30);
-  __atomic_store_n(&a.go, 1, __ATOMIC_SEQ_CST);
+  test_store(&a.go, 1);
   for (int i = 0; i < N; i++)
-    assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(test_thread_join(&th[i], NULL), 0);
   for (int i = 0; i < N; i++)
     assert_int_equal(t[i].r, 0);
   assert_int_equal(a.count, (long)N * COUNT_ITERS);
@@ -752,26 +746,25 @@ static void test_rlock_recursion(void **state) {
   /* Free: another thread takes it. */
   {
     holder_thread h;
-    pthread_t th;
+    test_thread th;
     memset(&h, 0, sizeof h);
     h.l = l;
     h.r_acquire = h.r_release = 1;
-    assert_int_equal(sem_init(&h.held, 0, 0), 0);
-    assert_int_equal(sem_init(&h.go, 0, 0), 0);
-    assert_int_equal(pthread_create(&th, NULL, holder_thread_main, &h), 0);
-    while (sem_wait(&h.held) != 0)
-      ;
+    assert_ok(mproc_event_create(&h.held));
+    assert_ok(mproc_event_create(&h.go));
+    assert_int_equal(test_thread_start(&th, holder_thread_main, &h), 0);
+    assert_ok(mproc_event_wait(h.held, MPROC_FOREVER));
     {
       int r_try = mproc_lock_acquire(l, 0), r_rel = mproc_lock_release(l);
-      sem_post(&h.go);
-      assert_int_equal(pthread_join(th, NULL), 0);
+      assert_ok(mproc_event_set(h.go));
+      assert_int_equal(test_thread_join(&th, NULL), 0);
       assert_mproc(h.r_acquire, 0);
       assert_mproc(r_try, MPROC_ETIMEDOUT);
       assert_mproc(r_rel, MPROC_ESTATE);
       assert_mproc(h.r_release, 0);
     }
-    sem_destroy(&h.held);
-    sem_destroy(&h.go);
+    mproc_event_free(h.held);
+    mproc_event_free(h.go);
   }
   mproc_lock_free(l);
 }
@@ -909,9 +902,9 @@ static int child_sem_slot(mproc_ctx *ctx, const void *arg, size_t len) {
   (void)len;
   child_enter();
   CCHECK(s != NULL && l != NULL && m != NULL && (a = mproc_shm_buf(m)) != NULL);
-  __atomic_add_fetch(&a->started, 1, __ATOMIC_SEQ_CST);
-  while (load_int(&a->go) == 0)
-    sched_yield();
+  test_add(&a->started, 1);
+  while (test_load(&a->go) == 0)
+    test_yield();
   for (int i = 0; i < SEM_ROUNDS; i++) {
     CEXPECT(mproc_sem_acquire(s, 60), 0);
     CEXPECT(mproc_lock_acquire(l, 60), 0);
@@ -920,7 +913,7 @@ static int child_sem_slot(mproc_ctx *ctx, const void *arg, size_t len) {
     if (a->inside > a->max_inside)
       a->max_inside = a->inside;
     CEXPECT(mproc_lock_release(l), 0);
-    sched_yield(); /* stay inside a little */
+    test_yield(); /* stay inside a little */
     CEXPECT(mproc_lock_acquire(l, 60), 0);
     a->inside--;
     CEXPECT(mproc_lock_release(l), 0);
@@ -945,7 +938,7 @@ static void test_sem_limits_concurrency(void **state) {
   for (int i = 0; i < SEM_CHILDREN; i++)
     p[i] = start(child_sem_slot, NULL, 0, share, 3);
   assert_int_equal(wait_int(&a->started, SEM_CHILDREN, 30), SEM_CHILDREN);
-  __atomic_store_n(&a->go, 1, __ATOMIC_SEQ_CST);
+  test_store(&a->go, 1);
   for (int i = 0; i < SEM_CHILDREN; i++)
     join_ok(p[i], "a child taking semaphore slots");
   assert_int_equal(a->entries, SEM_CHILDREN * SEM_ROUNDS);
@@ -1049,10 +1042,10 @@ static int child_event_wait(mproc_ctx *ctx, const void *arg, size_t len) {
   event_area *a;
   child_enter();
   CCHECK(e != NULL && m != NULL && (a = mproc_shm_buf(m)) != NULL);
-  __atomic_add_fetch(&a->ready, 1, __ATOMIC_SEQ_CST);
+  test_add(&a->ready, 1);
   CEXPECT(mproc_event_wait(e, MPROC_FOREVER), 0);
   CCHECK(mproc_event_is_set(e));
-  __atomic_add_fetch(&a->woke, 1, __ATOMIC_SEQ_CST);
+  test_add(&a->woke, 1);
   if (len == 5 && memcmp(arg, "clear", 5) == 0) {
     mproc_event *done = mproc_shared(ctx, 2);
     CCHECK(done != NULL);
@@ -1077,11 +1070,11 @@ static void test_event_wakes_waiting_child(void **state) {
   p = start(child_event_wait, "clear", 5, share, 3);
   assert_int_equal(wait_int(&a->ready, 1, 30), 1);
   wait_blocked(mproc_process_pid(p));
-  assert_int_equal(load_int(&a->woke), 0);
+  assert_int_equal(test_load(&a->woke), 0);
   assert_ok(mproc_event_set(e));
   assert_ok(mproc_event_wait(done, 30));
   join_ok(p, "a child waiting on the event");
-  assert_int_equal(load_int(&a->woke), 1);
+  assert_int_equal(test_load(&a->woke), 1);
   /* The child's clear is seen here. */
   assert_false(mproc_event_is_set(e));
   mproc_event_free(done);
@@ -1105,11 +1098,11 @@ static void test_event_wakes_all_children(void **state) {
   assert_int_equal(wait_int(&a->ready, N, 30), N);
   for (int i = 0; i < N; i++)
     wait_blocked(mproc_process_pid(p[i]));
-  assert_int_equal(load_int(&a->woke), 0);
+  assert_int_equal(test_load(&a->woke), 0);
   assert_ok(mproc_event_set(e)); /* once */
   for (int i = 0; i < N; i++)
     join_ok(p[i], "a child waiting on the event");
-  assert_int_equal(load_int(&a->woke), N);
+  assert_int_equal(test_load(&a->woke), N);
   assert_true(mproc_event_is_set(e));
   mproc_event_free(e);
   mproc_shm_free(m);
@@ -1120,16 +1113,15 @@ static void test_event_wakes_all_children(void **state) {
 /* A thread holding the condition's lock while the main thread tries the calls. */
 typedef struct cond_holder {
   mproc_cond *c;
-  sem_t held, go;
+  mproc_event *held, *go; /* this thread -> the test, and back */
   int r_acquire, r_release;
 } cond_holder;
 
 static void *cond_holder_main(void *arg) {
   cond_holder *h = arg;
   h->r_acquire = mproc_cond_acquire(h->c, 10);
-  sem_post(&h->held);
-  while (sem_wait(&h->go) != 0)
-    ;
+  mproc_event_set(h->held);
+  mproc_event_wait(h->go, MPROC_FOREVER);
   h->r_release = mproc_cond_release(h->c);
   return NULL;
 }
@@ -1150,7 +1142,7 @@ static void check_cond_not_held(mproc_cond *c) {
 static void test_cond_needs_lock(void **state) {
   mproc_cond *c;
   cond_holder h;
-  pthread_t th;
+  test_thread th;
   (void)state;
   assert_ok(mproc_cond_create(&c, NULL));
   assert_non_null(c);
@@ -1160,17 +1152,16 @@ static void test_cond_needs_lock(void **state) {
   memset(&h, 0, sizeof h);
   h.c = c;
   h.r_acquire = h.r_release = 1;
-  assert_int_equal(sem_init(&h.held, 0, 0), 0);
-  assert_int_equal(sem_init(&h.go, 0, 0), 0);
-  assert_int_equal(pthread_create(&th, NULL, cond_holder_main, &h), 0);
-  while (sem_wait(&h.held) != 0)
-    ;
+  assert_ok(mproc_event_create(&h.held));
+  assert_ok(mproc_event_create(&h.go));
+  assert_int_equal(test_thread_start(&th, cond_holder_main, &h), 0);
+  assert_ok(mproc_event_wait(h.held, MPROC_FOREVER));
   {
     int r_wait = mproc_cond_wait(c, 0), r_notify = mproc_cond_notify(c, 1),
         r_all = mproc_cond_notify_all(c), r_rel = mproc_cond_release(c),
         r_acq = mproc_cond_acquire(c, 0);
-    sem_post(&h.go);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_ok(mproc_event_set(h.go));
+    assert_int_equal(test_thread_join(&th, NULL), 0);
     assert_mproc(h.r_acquire, 0);
     assert_mproc(r_wait, MPROC_ESTATE);
     assert_mproc(r_notify, MPROC_ESTATE);
@@ -1179,8 +1170,8 @@ static void test_cond_needs_lock(void **state) {
     assert_mproc(r_acq, MPROC_ETIMEDOUT);
     assert_mproc(h.r_release, 0);
   }
-  sem_destroy(&h.held);
-  sem_destroy(&h.go);
+  mproc_event_free(h.held);
+  mproc_event_free(h.go);
   /* Held here: notify with nobody waiting is fine. */
   assert_ok(mproc_cond_acquire(c, 0));
   assert_ok(mproc_cond_notify(c, 1));
