@@ -106,7 +106,7 @@ bool mproc__os_death_signal_usable(void);
 int mproc__os_child_setup(const mproc__fd *keep, size_t nkeep, long parent_pid,
                           mproc__fd lifeline, bool use_signal);
 /* Flushes stdio and exits the process immediately (no atexit handlers). */
-void mproc__os_exit(int code);
+_Noreturn void mproc__os_exit(int code);
 
 /* -------------------------------------------------------------- images */
 

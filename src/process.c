@@ -379,7 +379,7 @@ int mproc_process_start(mproc_process **out, mproc_fn target, const void *arg, s
 
 /* ------------------------------------------------------------ child */
 
-static void child_die(const char *what, int r) {
+static _Noreturn void child_die(const char *what, int r) {
   fprintf(stderr, "mproc: spawned child %ld: %s: %s\n", mproc__os_getpid(), what,
           r ? mproc_last_error() : "");
   mproc__os_exit(127);

@@ -184,7 +184,7 @@ bool mproc__posix_proc_gone(long pid, uint64_t started) {
 
 /* ---------------------------------------------------------------- exit */
 
-void mproc__os_exit(int code) {
+_Noreturn void mproc__os_exit(int code) {
   fflush(NULL);
   _exit(code);
 }

@@ -332,7 +332,7 @@ long mproc__os_getpid(void) { return (long)GetCurrentProcessId(); }
 /* Thread and process ids share one space on Windows: unique while the thread lives. */
 uint64_t mproc__os_thread_id(void) { return (uint64_t)GetCurrentThreadId(); }
 
-void mproc__os_exit(int code) {
+_Noreturn void mproc__os_exit(int code) {
   fflush(NULL);
   _exit(code);
 }
