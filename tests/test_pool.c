@@ -796,6 +796,46 @@ static void test_processes_zero_is_cpu_count(void **state) {
   free_board(m);
 }
 
+/* More workers than one WaitForMultipleObjects can watch (64 handles on Windows): all
+ * run at once, and a map over them comes back whole. */
+static void test_more_than_64_workers(void **state) {
+  enum { W = 70, N = 7000 };
+  mproc_pool_opts o = {0};
+  mproc_shm *m;
+  board *b;
+  void *share[1];
+  mproc_pool *p;
+  mproc_result **r = calloc(W, sizeof *r);
+  int32_t target = W, *in = malloc(N * sizeof *in);
+  int64_t *out = malloc(N * sizeof *out);
+  (void)state;
+  assert_non_null(r);
+  assert_non_null(in);
+  assert_non_null(out);
+  assert_true(raise_nofile(16 * W));
+  o.processes = W;
+  p = make_board_pool(&o, &m, &b, share);
+  /* W tasks that each wait until all of them run: W workers at once. */
+  for (int i = 0; i < W; i++)
+    assert_ok(mproc_pool_apply_async(p, task_barrier, &target, sizeof target, NULL, &r[i]));
+  for (int i = 0; i < W; i++) {
+    (void)result_i64(r[i]);
+    mproc_result_free(r[i]);
+  }
+  assert_int_equal(pid_count(b->pids), (size_t)W);
+  for (int32_t i = 0; i < N; i++)
+    in[i] = i;
+  assert_ok(mproc_pool_map(p, task_square, in, N, sizeof *in, out, sizeof *out, 1));
+  for (int32_t i = 0; i < N; i++)
+    if (out[i] != (int64_t)i * i + 1)
+      fail_msg("item %d: %" PRId64, (int)i, out[i]);
+  free(r);
+  free(in);
+  free(out);
+  free_pool(p);
+  free_board(m);
+}
+
 /* Tasks that can run at once do: while one worker is busy, an idle one gets the next
  * task, as Python's workers, which all take from one task queue. */
 static void test_blocking_tasks_spread_over_workers(void **state) {
@@ -2343,6 +2383,7 @@ static const struct CMUnitTest pool_tests[] = {
     TP(test_call_bad_args),
     TP(test_processes_zero_is_cpu_count),
     TP(test_blocking_tasks_spread_over_workers),
+    TP(test_more_than_64_workers),
     TP(test_apply_bytes_exact),
     TP(test_apply_failures),
     TP(test_apply_async_states),
