@@ -123,6 +123,8 @@ int mproc__os_addr_to_ref(const void *addr, char **module, uint64_t *offset);
 int mproc__os_ref_to_addr(const char *module, uint64_t offset, void **addr);
 
 int mproc__os_cpu_count(void);
+/* Gives the CPU to another runnable thread, if there is one (sched_yield). */
+void mproc__os_yield(void);
 
 /* ----------------------------------------- shared memory and waiting */
 

@@ -148,6 +148,10 @@ bool mproc__spin(bool (*done)(const void *arg), const void *arg, int64_t deadlin
         end = deadline >= 0 && deadline < now + us ? deadline : now + us;
       else if (now >= end)
         return false;
+      /* On a busy machine the peer may be waiting for this very CPU: let it run. On
+       * an idle one this returns at once. */
+      if (i > 0)
+        mproc__os_yield();
     }
     cpu_relax();
   }

@@ -395,6 +395,8 @@ int mproc__os_ref_to_addr(const char *module, uint64_t offset, void **addr) {
 
 #endif /* MPROC__USE_PHDR_LOOKUP */
 
+void mproc__os_yield(void) { sched_yield(); }
+
 int mproc__os_cpu_count(void) {
 #if defined(__linux__)
   cpu_set_t set;

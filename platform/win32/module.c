@@ -162,6 +162,8 @@ int mproc__os_ref_to_addr(const char *module, uint64_t offset, void **addr) {
   return 0;
 }
 
+void mproc__os_yield(void) { SwitchToThread(); }
+
 int mproc__os_cpu_count(void) {
   DWORD all = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
   DWORD_PTR mine, sys;
