@@ -62,12 +62,8 @@ void mproc__buf_free(mproc__buf *b) {
   memset(b, 0, sizeof *b);
 }
 
-static const unsigned char *rd_take(mproc__rd *r, uint64_t len) {
-  return mproc__rd_raw(r, len);
-}
-
 uint64_t mproc__rd_u64(mproc__rd *r) {
-  const unsigned char *p = rd_take(r, 8);
+  const unsigned char *p = (const unsigned char *)mproc__rd_raw(r, 8);
   uint64_t v = 0;
   if (p == NULL)
     return 0;
@@ -76,10 +72,9 @@ uint64_t mproc__rd_u64(mproc__rd *r) {
   return v;
 }
 
-
 const void *mproc__rd_bytes(mproc__rd *r, size_t *len) {
   uint64_t n = mproc__rd_u64(r);
-  const unsigned char *p = rd_take(r, n);
+  const unsigned char *p = (const unsigned char *)mproc__rd_raw(r, n);
   *len = p ? (size_t)n : 0;
   return p;
 }
@@ -91,7 +86,7 @@ char *mproc__rd_str(mproc__rd *r) {
 
   if (r->err || n == UINT64_MAX)
     return NULL;
-  p = rd_take(r, n);
+  p = (const unsigned char *)mproc__rd_raw(r, n);
   if (p == NULL)
     return NULL;
   s = malloc((size_t)n + 1);
