@@ -322,6 +322,16 @@ static void *keep_copy(const void *data, size_t len, int *status) {
   return copy;
 }
 
+/* k more items of j are done: waiters of an iterator hear of it, a job with all its
+ * items done finishes. */
+static void items_counted(mproc_pool *p, mproc_result *j, size_t k) {
+  j->done += k;
+  if (j->kind == J_ITER)
+    notify_waiters(p);
+  if (j->done == j->n)
+    job_finish(p, j);
+}
+
 /* Stores the outcome of item index: its result bytes, or its error message (a
  * string) when status is not 0. */
 static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, const void *data,
@@ -368,11 +378,7 @@ static void item_done(mproc_pool *p, mproc_result *j, size_t index, int status, 
     break;
   }
   }
-  j->done++;
-  if (j->kind == J_ITER)
-    notify_waiters(p);
-  if (j->done == j->n)
-    job_finish(p, j);
+  items_counted(p, j, 1);
 }
 
 /* Every item not yet done fails with status (terminate, cancel, broken pool). */
@@ -633,24 +639,21 @@ static void requeue_rest(mproc_pool *p, chunk *c, size_t from) {
     return;
   }
   chunk *n = chunk_new(p, j, c->start + from, c->count - from);
-  if (n == NULL) {
-    for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->start + k, MPROC_ENOMEM, "out of memory requeueing", 0);
-    return;
-  }
-  mproc__rd r = chunk_items_from(c, from);
-  for (size_t k = from; k < c->count; k++) {
-    size_t len;
-    const void *d = chunk_item_next(c, &r, &len);
-    chunk_add(n, d, len);
-  }
-  if (n->msg.err) {
-    for (size_t k = from; k < c->count; k++)
-      item_done(p, j, c->start + k, MPROC_ENOMEM, "out of memory requeueing", 0);
+  if (n != NULL) {
+    mproc__rd r = chunk_items_from(c, from);
+    for (size_t k = from; k < c->count; k++) {
+      size_t len;
+      const void *d = chunk_item_next(c, &r, &len);
+      chunk_add(n, d, len);
+    }
+    if (n->msg.err == 0) {
+      push_retry(p, n);
+      return;
+    }
     chunk_free(p, n);
-    return;
   }
-  push_retry(p, n);
+  for (size_t k = from; k < c->count; k++)
+    item_done(p, j, c->start + k, MPROC_ENOMEM, "out of memory requeueing", 0);
 }
 
 /* ---------------------------------------------------------- workers */
@@ -892,9 +895,7 @@ static void on_results(mproc_pool *p, worker *w, mproc__rd *rd, bool packed) {
     if (j->out_size != 0)
       memcpy((unsigned char *)j->out + (c->start + c->reported) * j->out_size, d, k * size);
     c->reported += (size_t)k;
-    j->done += (size_t)k;
-    if (j->done == j->n)
-      job_finish(p, j);
+    items_counted(p, j, (size_t)k);
     k = 0;
   }
   for (uint64_t x = 0; x < k; x++) {
