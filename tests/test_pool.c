@@ -751,6 +751,21 @@ static void test_call_bad_args(void **state) {
   free_pool(p);
 }
 
+/* n tasks that each wait until all n run, on n distinct workers: n workers at once. */
+static void expect_at_once(mproc_pool *p, board *b, int n) {
+  mproc_result **r = calloc((size_t)n, sizeof *r);
+  int32_t target = n;
+  assert_non_null(r);
+  for (int i = 0; i < n; i++)
+    assert_ok(mproc_pool_apply_async(p, task_barrier, &target, sizeof target, NULL, &r[i]));
+  for (int i = 0; i < n; i++) {
+    (void)result_i64(r[i]);
+    mproc_result_free(r[i]);
+  }
+  free(r);
+  assert_int_equal(pid_count(b->pids), (size_t)n);
+}
+
 /* processes 0: mproc_cpu_count() workers, at once, and no more. */
 static void test_processes_zero_is_cpu_count(void **state) {
   mproc_pool_opts o = {0};
@@ -760,7 +775,6 @@ static void test_processes_zero_is_cpu_count(void **state) {
   mproc_pool *p;
   int ncpu = mproc_cpu_count();
   mproc_result **r;
-  int32_t target = ncpu;
   (void)state;
   assert_true(ncpu >= 1);
   if (ncpu > 64)
@@ -769,14 +783,8 @@ static void test_processes_zero_is_cpu_count(void **state) {
   r = calloc((size_t)ncpu + 1, sizeof *r);
   assert_non_null(r);
 
-  /* ncpu tasks that each wait until all of them run: at least ncpu workers. */
-  for (int i = 0; i < ncpu; i++)
-    assert_ok(mproc_pool_apply_async(p, task_barrier, &target, sizeof target, NULL, &r[i]));
-  for (int i = 0; i < ncpu; i++) {
-    (void)result_i64(r[i]);
-    mproc_result_free(r[i]);
-  }
-  assert_int_equal(pid_count(b->pids), (size_t)ncpu);
+  /* At least ncpu workers. */
+  expect_at_once(p, b, ncpu);
 
   /* ncpu + 1 tasks that block: only ncpu start. */
   memset(b, 0, sizeof *b);
@@ -805,31 +813,21 @@ static void test_more_than_64_workers(void **state) {
   board *b;
   void *share[1];
   mproc_pool *p;
-  mproc_result **r = calloc(W, sizeof *r);
-  int32_t target = W, *in = malloc(N * sizeof *in);
+  int32_t *in = malloc(N * sizeof *in);
   int64_t *out = malloc(N * sizeof *out);
   (void)state;
-  assert_non_null(r);
   assert_non_null(in);
   assert_non_null(out);
   assert_true(raise_nofile(16 * W));
   o.processes = W;
   p = make_board_pool(&o, &m, &b, share);
-  /* W tasks that each wait until all of them run: W workers at once. */
-  for (int i = 0; i < W; i++)
-    assert_ok(mproc_pool_apply_async(p, task_barrier, &target, sizeof target, NULL, &r[i]));
-  for (int i = 0; i < W; i++) {
-    (void)result_i64(r[i]);
-    mproc_result_free(r[i]);
-  }
-  assert_int_equal(pid_count(b->pids), (size_t)W);
+  expect_at_once(p, b, W);
   for (int32_t i = 0; i < N; i++)
     in[i] = i;
   assert_ok(mproc_pool_map(p, task_square, in, N, sizeof *in, out, sizeof *out, 1));
   for (int32_t i = 0; i < N; i++)
     if (out[i] != (int64_t)i * i + 1)
       fail_msg("item %d: %" PRId64, (int)i, out[i]);
-  free(r);
   free(in);
   free(out);
   free_pool(p);
